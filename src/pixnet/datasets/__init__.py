@@ -1,0 +1,8 @@
+"""Samples: synthetic Visium HD and spot-based sections, and readers for public ST sections."""
+
+from ._sections import her2st, read_st_section, stutility_mob
+from ._spots import synthetic_spots
+from ._tissue import SyntheticTissue
+from ._visium_hd import synthetic_visium_hd
+
+__all__ = ["SyntheticTissue", "her2st", "read_st_section", "stutility_mob", "synthetic_spots", "synthetic_visium_hd"]

@@ -1,0 +1,24 @@
+"""pixnet: dense, per-pixel spatial gene expression prediction from H&E images, for SpatialData."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, pl, pp, tl
+from ._inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
+
+try:
+    __version__ = version("pixnet")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ResolvedImage",
+    "ResolvedInputs",
+    "ResolvedShapes",
+    "bin_shapes",
+    "datasets",
+    "find_shapes",
+    "pl",
+    "pp",
+    "resolve_inputs",
+    "tl",
+]

@@ -1,0 +1,245 @@
+"""Spot-based sections (legacy ST, Visium) as SpatialData: the public HER2ST and STUtility readers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from pathlib import Path
+
+import anndata as ad
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from PIL import Image
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.transformations import Identity
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["her2st", "read_st_section", "section_to_sdata", "stutility_mob"]
+
+HER2ST_URL = "https://raw.githubusercontent.com/almaan/her2st/master/data"
+# image file names differ per section in the repository; the ones we know, by section
+HER2ST_IMAGES = {
+    "B4": "ST-imgs/B/B4/BT10737_D2_HE.jpg",
+    "C2": "ST-imgs/C/C2/5714_HE_BT_C2.jpg",
+    "C3": "ST-imgs/C/C3/5714_HE_BT_D1.jpg",
+    "C4": "ST-imgs/C/C4/5714_HE_BT_D2.jpg",
+    "C5": "ST-imgs/C/C5/5714_HE_BT_E1.jpg",
+    "C6": "ST-imgs/C/C6/5714_HE_BT_E2.jpg",
+}
+# centre-to-centre distance of neighbouring array coordinates, in µm
+ST_1K_ARRAY_UNIT_UM = 200.0  # 1007-spot ST array (HER2ST): 100 µm spots on a 200 µm square grid
+ST_2K_ARRAY_UNIT_UM = 100.0  # 2k ST array (STUtility MOB): spots at x + y even, 141 µm diagonal pitch
+
+
+def cache_dir() -> Path:
+    """Folder for downloaded data: ``$PIXNET_CACHE`` or ``~/.cache/pixnet``."""
+    return Path(os.environ.get("PIXNET_CACHE", Path.home() / ".cache" / "pixnet"))
+
+
+def section_to_sdata(
+    sample_id: str,
+    image: np.ndarray,
+    centres_px: np.ndarray,
+    spot_diameter_um: float,
+    microns_per_pixel: float,
+    counts: np.ndarray | sp.spmatrix,
+    genes: list[str],
+    obs: pd.DataFrame,
+) -> SpatialData:
+    """Assemble one spot-based section: image, circle shapes and a raw-count table in one coordinate system.
+
+    The coordinate system is named ``sample_id`` and is the pixel frame of the full-resolution image.
+    Elements are ``{sample_id}_image``, ``{sample_id}_spots`` and the table ``{sample_id}_table``
+    (``region_key="region"``, ``instance_key="spot_id"``, ``obsm["spatial"]`` = spot centres in pixels,
+    ``uns["spatial"][sample_id]["scalefactors"]`` with ``microns_per_pixel`` and ``spot_diameter_fullres``).
+    """
+    transformations = {sample_id: Identity()}
+    data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=(3, 2048, 2048))
+    scale_factors = [2] * max(0, int(np.log2(max(image.shape[:2]) / 1024)))
+    image_element = Image2DModel.parse(
+        data, dims=("c", "y", "x"), c_coords=["r", "g", "b"], scale_factors=scale_factors or None,
+        transformations=transformations,
+    )
+    radius = spot_diameter_um / microns_per_pixel / 2
+    index = pd.RangeIndex(len(centres_px), name="spot_id")
+    shapes = ShapesModel.parse(
+        np.asarray(centres_px, float), geometry=0, radius=np.full(len(centres_px), radius), index=index,
+        transformations=transformations,
+    )
+    obs = obs.copy()
+    obs.index = obs.index.astype(str)
+    obs["spot_id"] = np.arange(len(obs))
+    obs["region"] = pd.Categorical([f"{sample_id}_spots"] * len(obs))
+    table = ad.AnnData(
+        X=sp.csr_matrix(counts, dtype=np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str))
+    )
+    table.obsm["spatial"] = np.asarray(centres_px, float)
+    table.uns["spatial"] = {
+        sample_id: {
+            "scalefactors": {
+                "microns_per_pixel": float(microns_per_pixel),
+                "spot_diameter_fullres": float(2 * radius),
+                "tissue_hires_scalef": 1.0,
+            }
+        }
+    }
+    table = TableModel.parse(table, region=f"{sample_id}_spots", region_key="region", instance_key="spot_id")
+    return SpatialData(
+        images={f"{sample_id}_image": image_element},
+        shapes={f"{sample_id}_spots": shapes},
+        tables={f"{sample_id}_table": table},
+    )
+
+
+def read_st_section(
+    counts: str | Path,
+    spots: str | Path,
+    image: str | Path,
+    sample_id: str,
+    *,
+    array_unit_um: float = ST_1K_ARRAY_UNIT_UM,
+    spot_diameter_um: float = 100.0,
+    microns_per_pixel: float | None = None,
+) -> SpatialData:
+    """Read a legacy ST section (counts, spot table with pixel positions, H&E image) into SpatialData.
+
+    Parameters
+    ----------
+    counts
+        Tab-separated spots x genes raw UMI counts (optionally gzipped), rows named ``"{x}x{y}"``.
+    spots
+        Tab-separated spot table with columns ``x y pixel_x pixel_y`` (array and image coordinates) and
+        optionally ``new_x new_y`` (registered array coordinates) and ``selected`` (1 = under tissue).
+        ``pixel_x/pixel_y`` must be in the pixel frame of ``image``.
+    image
+        The full-resolution H&E image.
+    sample_id
+        Names the coordinate system and the elements.
+    array_unit_um
+        Distance in µm between neighbouring array coordinates (200 for the 1k ST array, 100 for the 2k array).
+    spot_diameter_um
+        Spot diameter in µm.
+    microns_per_pixel
+        Pixel size of the image. By default it is measured from the spots: the fitted pixel distance
+        per array unit against ``array_unit_um``.
+
+    Returns
+    -------
+    See :func:`section_to_sdata`. Only spots that are selected and have counts are kept.
+    """
+    table = pd.read_csv(spots, sep="\t")
+    missing = {"x", "y", "pixel_x", "pixel_y"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{spots} lacks the columns {sorted(missing)}; expected x, y, pixel_x, pixel_y (ST spot file).")
+    if "selected" in table:
+        table = table[table["selected"] == 1]
+    table.index = table["x"].astype(int).astype(str) + "x" + table["y"].astype(int).astype(str)
+    expression = pd.read_csv(counts, sep="\t", index_col=0)
+    expression.index = expression.index.astype(str)
+    shared = table.index.intersection(expression.index)
+    if len(shared) == 0:
+        raise ValueError(f"No spot of {spots} has counts in {counts}: rows must be named '{{x}}x{{y}}'.")
+    table, expression = table.loc[shared], expression.loc[shared]
+    if microns_per_pixel is None:
+        microns_per_pixel = _fit_microns_per_pixel(table, array_unit_um)
+    Image.MAX_IMAGE_PIXELS = None  # H&E scans are legitimately larger than PIL's decompression-bomb limit
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    centres = table[["pixel_x", "pixel_y"]].to_numpy(float)
+    obs = table.drop(columns=[c for c in ("pixel_x", "pixel_y", "selected") if c in table]).rename(
+        columns={"x": "array_col", "y": "array_row"}
+    )
+    counts_matrix = sp.csr_matrix(expression.to_numpy())
+    logger.info("Read %s: %d spots x %d genes, %.3f µm/px", sample_id, *counts_matrix.shape, microns_per_pixel)
+    return section_to_sdata(
+        sample_id, pixels, centres, spot_diameter_um, microns_per_pixel, counts_matrix, list(expression.columns), obs
+    )
+
+
+def _fit_microns_per_pixel(table: pd.DataFrame, array_unit_um: float) -> float:
+    """Pixel size from the spot lattice: pixels per array unit (least squares on both axes)."""
+    ax = "new_x" if "new_x" in table else "x"
+    ay = "new_y" if "new_y" in table else "y"
+    slopes = [abs(np.polyfit(table[a], table[p], 1)[0]) for a, p in ((ax, "pixel_x"), (ay, "pixel_y"))]
+    if len(table) < 3 or not np.all(np.isfinite(slopes)) or min(slopes) <= 0:
+        raise ValueError("Cannot measure µm/px from fewer than 3 spots; pass microns_per_pixel=.")
+    return float(array_unit_um / np.mean(slopes))
+
+
+def _fetch(url: str, target: Path) -> Path:
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("Downloading %s", url)
+        tmp = target.with_suffix(target.suffix + ".part")
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:  # noqa: S310
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        tmp.replace(target)
+    return target
+
+
+def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2ST_URL) -> SpatialData:
+    """A HER2+ breast cancer section of Andersson et al. 2021 (legacy ST, 100 µm spots).
+
+    Parameters
+    ----------
+    sample
+        Section name, e.g. ``"C2"``.
+    path
+        Local folder holding ``{sample}.tsv.gz``, ``{sample}_selection.tsv`` and ``{sample}_HE.jpg``. When
+        ``None``, the files are downloaded once from the dataset's public repository into
+        ``{cache_dir}/her2st`` (``$PIXNET_CACHE`` or ``~/.cache/pixnet``).
+    base_url
+        Where the repository's ``data`` folder is served.
+
+    Returns
+    -------
+    SpatialData with ``{sample}_image``, ``{sample}_spots`` (circles) and ``{sample}_table`` (raw counts), in
+    the coordinate system ``sample``.
+
+    Examples
+    --------
+    >>> from pixnet.datasets import her2st
+    >>> sdata = her2st("C2", path="shared/data/her2st")  # doctest: +SKIP
+    """
+    if path is None:
+        folder = cache_dir() / "her2st"
+        if sample not in HER2ST_IMAGES:
+            raise ValueError(
+                f"No image location is known for HER2ST section {sample!r} (known: {sorted(HER2ST_IMAGES)}); "
+                "download it yourself and pass path=."
+            )
+        _fetch(f"{base_url}/ST-cnts/{sample}.tsv.gz", folder / f"{sample}.tsv.gz")
+        _fetch(f"{base_url}/ST-spotfiles/{sample}_selection.tsv", folder / f"{sample}_selection.tsv")
+        _fetch(f"{base_url}/{HER2ST_IMAGES[sample]}", folder / f"{sample}_HE.jpg")
+    else:
+        folder = Path(path)
+    files = [folder / f"{sample}.tsv.gz", folder / f"{sample}_selection.tsv", folder / f"{sample}_HE.jpg"]
+    _require(files)
+    return read_st_section(*files, sample_id=sample, array_unit_um=ST_1K_ARRAY_UNIT_UM)
+
+
+def stutility_mob(sample: str, path: str | Path) -> SpatialData:
+    """A mouse olfactory bulb section of the STUtility example data (2k ST array, 100 µm spots).
+
+    Parameters
+    ----------
+    sample
+        Section name, e.g. ``"MOB1"``.
+    path
+        Folder holding ``{sample}.tsv.gz``, ``alignment_table_{sample}.tsv`` and ``{sample}.jpg``.
+    """
+    folder = Path(path)
+    files = [folder / f"{sample}.tsv.gz", folder / f"alignment_table_{sample}.tsv", folder / f"{sample}.jpg"]
+    _require(files)
+    return read_st_section(*files, sample_id=sample, array_unit_um=ST_2K_ARRAY_UNIT_UM)
+
+
+def _require(files: list[Path]) -> None:
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"Missing section files: {missing}.")

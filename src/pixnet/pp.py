@@ -1,0 +1,143 @@
+"""Gene selection and target normalisation, recorded by name and parameters so that a model can replay them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["NORMALIZATIONS", "Normalization", "normalize", "select_genes"]
+
+
+def select_genes(
+    tables: ad.AnnData | Sequence[ad.AnnData], n_top: int = 250, genes: Sequence[str] | None = None
+) -> dict:
+    """Choose the genes to model.
+
+    Parameters
+    ----------
+    tables
+        Measured tables of the training sections (raw counts).
+    n_top
+        Number of genes with the highest mean expression (the PixNet paper uses 250). Each section's spots are
+        first divided by their total, and the per-section means are averaged, so a deeply sequenced section
+        does not dominate the choice.
+    genes
+        An explicit gene list instead; every gene must be present in every table.
+
+    Returns
+    -------
+    A record ``{"method", "params", "genes"}`` that a saved model stores.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
+    >>> pixnet.pp.select_genes(sdata["synthetic_visium_table"], n_top=5)["genes"]  # doctest: +ELLIPSIS
+    [...]
+    """
+    tables = [tables] if isinstance(tables, ad.AnnData) else list(tables)
+    if not tables:
+        raise ValueError("select_genes needs at least one table.")
+    shared = tables[0].var_names
+    for t in tables[1:]:
+        shared = shared.intersection(t.var_names, sort=False)
+    if genes is not None:
+        missing = [g for g in genes if g not in shared]
+        if missing:
+            raise ValueError(f"{len(missing)} requested genes are missing from some tables, e.g. {missing[:5]}.")
+        return {"method": "list", "params": {}, "genes": list(genes)}
+    if n_top < 1:
+        raise ValueError(f"n_top must be >= 1, got {n_top}.")
+    if len(shared) == 0:
+        raise ValueError("The tables share no gene names.")
+    means = np.mean([_mean_fraction(t[:, shared]) for t in tables], axis=0)
+    order = np.argsort(-means, kind="stable")[: min(n_top, len(shared))]
+    return {"method": "top_mean", "params": {"n_top": int(n_top)}, "genes": [str(g) for g in shared[order]]}
+
+
+def _mean_fraction(table: ad.AnnData) -> np.ndarray:
+    x = table.X
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    scale = 1.0 / np.maximum(totals, 1e-12)
+    fractions = sp.diags(scale) @ x if sp.issparse(x) else x * scale[:, None]
+    return np.asarray(fractions.mean(axis=0)).ravel()
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """A target normalisation: method name and parameters.
+
+    Methods (``totals`` are each spot's counts over *all* genes, before gene selection):
+
+    - ``"total_log"`` (the paper): ``log(1 + counts / total * target_sum)``.
+    - ``"log1p"``: ``log(1 + counts)``.
+    - ``"total"``: ``counts / total * target_sum``; additive over nested bins.
+    - ``"none"``: raw counts.
+    """
+
+    method: str = "total_log"
+    params: dict = field(default_factory=lambda: {"target_sum": 1e4})
+
+    def __post_init__(self) -> None:
+        if self.method not in NORMALIZATIONS:
+            raise ValueError(f"Unknown normalisation {self.method!r}; choose one of {sorted(NORMALIZATIONS)}.")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable record."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Normalization:
+        """Inverse of :meth:`to_dict`."""
+        return cls(method=record["method"], params=dict(record.get("params", {})))
+
+
+def _total_log(counts, totals, target_sum=1e4):
+    return np.log1p(_total(counts, totals, target_sum))
+
+
+def _total(counts, totals, target_sum=1e4):
+    return counts / np.maximum(totals, 1e-12)[:, None] * target_sum
+
+
+NORMALIZATIONS: dict[str, Callable] = {
+    "total_log": _total_log,
+    "total": _total,
+    "log1p": lambda counts, totals: np.log1p(counts),
+    "none": lambda counts, totals: counts,
+}
+
+
+def normalize(table: ad.AnnData, genes: Sequence[str], normalization: Normalization | None = None) -> np.ndarray:
+    """Targets for the given genes: a dense ``(n_obs, n_genes)`` float32 array.
+
+    Parameters
+    ----------
+    table
+        Raw counts; totals are taken over all of its genes.
+    genes
+        Genes to return, in this order.
+    normalization
+        Defaults to ``Normalization()`` (``"total_log"``, target sum 1e4).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from pixnet.pp import normalize, Normalization
+    >>> t = ad.AnnData(np.array([[1.0, 3.0]]))
+    >>> normalize(t, ["0"], Normalization("total", {"target_sum": 1.0}))
+    array([[0.25]], dtype=float32)
+    """
+    normalization = normalization or Normalization()
+    missing = [g for g in genes if g not in table.var_names]
+    if missing:
+        raise ValueError(f"{len(missing)} genes are missing from the table, e.g. {missing[:5]}.")
+    totals = np.asarray(table.X.sum(axis=1), dtype=np.float64).ravel()
+    counts = table[:, list(genes)].X
+    counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
+    func = NORMALIZATIONS[normalization.method]
+    return np.asarray(func(counts.astype(np.float64), totals, **normalization.params), dtype=np.float32)

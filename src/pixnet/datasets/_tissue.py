@@ -142,7 +142,7 @@ class SyntheticTissue:
     def _gene_program(self, rng: np.random.Generator) -> np.ndarray:
         """Relative expression per label (rows sum to the label's share of the bin's UMIs)."""
         n_types = len(self.cell_types)
-        base = rng.lognormal(0.0, 1.0, self.n_genes)
+        base = rng.lognormal(0.0, 0.6, self.n_genes)
         profiles = base * rng.lognormal(0.0, 0.4, (n_types + 1, self.n_genes))
         markers = np.arange(self.n_genes) % (n_types + 2)  # the last group are housekeeping genes
         for k in range(n_types + 1):

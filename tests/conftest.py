@@ -1,0 +1,40 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import spatialdata_io
+
+from pixnet.datasets import synthetic_spots, synthetic_visium_hd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PIXNET_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(name: str) -> Path:
+    """A folder of real data, or skip the test when this machine has none (the suite must run without it)."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"real data folder {folder} not present")
+    return folder
+
+
+def read_visium_hd(folder, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return spatialdata_io.visium_hd(folder, dataset_id="synthetic", load_segmentations_only=False, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def hd_folder(tmp_path_factory):
+    return synthetic_visium_hd(tmp_path_factory.mktemp("hd") / "sample", size_um=160, n_genes=24, seed=3, progress=False)
+
+
+@pytest.fixture
+def hd_sdata(hd_folder):
+    return read_visium_hd(hd_folder)
+
+
+@pytest.fixture
+def spots_sdata():
+    return synthetic_spots("visium", size_um=700, n_genes=24, seed=0)

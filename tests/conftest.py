@@ -27,7 +27,9 @@ def read_visium_hd(folder, **kwargs):
 
 @pytest.fixture(scope="session")
 def hd_folder(tmp_path_factory):
-    return synthetic_visium_hd(tmp_path_factory.mktemp("hd") / "sample", size_um=160, n_genes=24, seed=3, progress=False)
+    return synthetic_visium_hd(
+        tmp_path_factory.mktemp("hd") / "sample", size_um=160, n_genes=24, seed=3, progress=False
+    )
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import tifffile
-from conftest import read_visium_hd, shared_data
+from conftest import shared_data
 
 import pixnet
 from pixnet.datasets import SyntheticTissue, synthetic_spots, synthetic_visium_hd
@@ -54,10 +54,14 @@ def _by_array_position(table):
     return pd.DataFrame(table.X.toarray(), index=pd.MultiIndex.from_frame(obs))
 
 
-@pytest.mark.parametrize(("small", "large", "factor"), [("square_002um", "square_008um", 4), ("square_008um", "square_016um", 2)])
+@pytest.mark.parametrize(
+    ("small", "large", "factor"), [("square_002um", "square_008um", 4), ("square_008um", "square_016um", 2)]
+)
 def test_larger_bins_are_exact_sums_of_smaller_bins(hd_sdata, small, large, factor):
     fine, coarse = _by_array_position(hd_sdata.tables[small]), _by_array_position(hd_sdata.tables[large])
-    parent = pd.MultiIndex.from_arrays([fine.index.get_level_values(0) // factor, fine.index.get_level_values(1) // factor])
+    parent = pd.MultiIndex.from_arrays(
+        [fine.index.get_level_values(0) // factor, fine.index.get_level_values(1) // factor]
+    )
     summed = fine.groupby(parent).sum()
     summed.index = pd.MultiIndex.from_tuples(summed.index)
     np.testing.assert_array_equal(summed.loc[coarse.index].to_numpy(), coarse.to_numpy())
@@ -87,8 +91,10 @@ def test_expression_follows_morphology(hd_folder, hd_sdata):
     for cell_type in range(len(tissue.cell_types)):
         marker = int(np.argmax(tissue.program[nucleus_label(cell_type)] / tissue.program[STROMA:].mean(axis=0)))
         fraction = []
-        for (x, y), half in zip(shapes.centres[shapes.shape_positions], shapes.half_size[shapes.shape_positions], strict=True):
-            patch = labels[int(round(y - half)) : int(round(y + half)), int(round(x - half)) : int(round(x + half))]
+        for (x, y), half in zip(
+            shapes.centres[shapes.shape_positions], shapes.half_size[shapes.shape_positions], strict=True
+        ):
+            patch = labels[round(y - half) : round(y + half), round(x - half) : round(x + half)]
             fraction.append(np.isin(patch, [nucleus_label(cell_type), cytoplasm_label(cell_type)]).mean())
         share = table.X[:, marker].toarray().ravel() / np.maximum(table.X.sum(axis=1).A1, 1)
         # the marker share of a cell type follows how much of the bin its cells cover
@@ -107,7 +113,7 @@ def test_same_seed_same_sample_and_other_seed_differs(tmp_path):
         image = tifffile.imread(folder / "microscope_image/synthetic_tissue_image.tif")
         return data, image
 
-    (da, ia), (db, ib), (dc, ic) = content(a), content(b), content(c)
+    (da, ia), (db, ib), (_, ic) = content(a), content(b), content(c)
     np.testing.assert_array_equal(da, db)
     np.testing.assert_array_equal(ia, ib)
     assert ia.shape == ic.shape and not np.array_equal(ia, ic)
@@ -118,7 +124,11 @@ def test_same_seed_same_sample_and_other_seed_differs(tmp_path):
 def test_layout_matches_real_space_ranger_fixture(hd_folder):
     fixture = shared_data("visium_hd_layout") / "binned_outputs" / "square_002um"
     ours = hd_folder / "binned_outputs" / "square_002um"
-    for relative in ("filtered_feature_bc_matrix.h5", "spatial/tissue_positions.parquet", "spatial/scalefactors_json.json"):
+    for relative in (
+        "filtered_feature_bc_matrix.h5",
+        "spatial/tissue_positions.parquet",
+        "spatial/scalefactors_json.json",
+    ):
         assert (fixture / relative).exists() and (ours / relative).exists()
     assert pq.read_schema(ours / "spatial/tissue_positions.parquet").equals(
         pq.read_schema(fixture / "spatial/tissue_positions.parquet"), check_metadata=False

@@ -53,6 +53,7 @@ class ResolvedImage:
         The coordinate system used to relate image and shapes.
     pixel_to_cs
         3x3 affine matrix from this level's pixel ``(x, y)`` to ``coordinate_system``.
+
     """
 
     name: str
@@ -95,6 +96,7 @@ class ResolvedShapes:
         Name of that table.
     shape_positions
         For each table row, the position of its shape in ``index``.
+
     """
 
     name: str
@@ -192,6 +194,7 @@ def resolve_inputs(
     >>> inputs = pixnet.resolve_inputs(sdata)
     >>> inputs.shapes["synthetic_visium_spots"].kind
     'circle'
+
     """
     if not isinstance(sdata, SpatialData):
         raise TypeError(f"Expected a SpatialData object, got {type(sdata).__name__}.")
@@ -220,9 +223,7 @@ def resolve_inputs(
         coordinate_system=cs,
         pixel_to_cs=pixel_to_cs,
     )
-    resolved = {
-        name: _resolve_shapes(sdata, name, tables[name], resolved_image) for name in shape_names
-    }
+    resolved = {name: _resolve_shapes(sdata, name, tables[name], resolved_image) for name in shape_names}
     return ResolvedInputs(image=resolved_image, shapes=resolved)
 
 
@@ -234,6 +235,7 @@ def find_shapes(sdata: SpatialData, name: str) -> str:
     ------
     KeyError
         When nothing, or more than one element, matches.
+
     """
     if name in sdata.shapes:
         return name
@@ -322,9 +324,7 @@ def _coordinate_system(sdata: SpatialData, image: str, shape_names: list[str], r
             )
         return requested
     if not shared:
-        listing = "; ".join(
-            f"{s!r}: {sorted(get_transformation(sdata.shapes[s], get_all=True))}" for s in shape_names
-        )
+        listing = "; ".join(f"{s!r}: {sorted(get_transformation(sdata.shapes[s], get_all=True))}" for s in shape_names)
         raise ValueError(
             f"Image {image!r} (coordinate systems {sorted(image_cs)}) and the shapes ({listing}) share no "
             "coordinate system. Add a transformation of one into the other's system "
@@ -408,7 +408,9 @@ def _linear_scale(matrix: np.ndarray, what: str) -> float:
     """Isotropic scale of an affine matrix; refuses anisotropic or shearing transformations."""
     singular = np.linalg.svd(matrix[:2, :2], compute_uv=False)
     if singular.min() <= 0 or singular.max() / singular.min() > 1.001:
-        raise ValueError(f"The transformation of {what} scales x and y differently ({singular}); pixnet needs square pixels.")
+        raise ValueError(
+            f"The transformation of {what} scales x and y differently ({singular}); pixnet needs square pixels."
+        )
     return float(np.sqrt(singular[0] * singular[1]))
 
 
@@ -453,12 +455,19 @@ def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit) -> tup
     attrs_mpp = sdata.images[image].attrs.get("microns_per_pixel") or level0.attrs.get("microns_per_pixel")
     if attrs_mpp:
         estimates.append((float(attrs_mpp) / image_scale, f"attrs of image {image!r}"))
-    for name in shape_names:
+    # the pixel size belongs to the image: other shapes in the same coordinate system can tell it too
+    others = [
+        n for n in sdata.shapes if n not in shape_names and cs in get_transformation(sdata.shapes[n], get_all=True)
+    ]
+    for name in shape_names + others:
         shape_scale = _linear_scale(_affine(sdata.shapes[name], cs), f"shapes {name!r}")
-        if tables[name] is not None:
-            from_table = _scalefactor_mpp(sdata.tables[tables[name]])
+        annotating = (
+            [tables[name]] if name in tables else [t for t in sdata.tables if name in _regions(sdata.tables[t])]
+        )
+        for table_name in filter(None, annotating):
+            from_table = _scalefactor_mpp(sdata.tables[table_name])
             if from_table:
-                estimates.append((from_table / shape_scale, f"scalefactors of table {tables[name]!r}"))
+                estimates.append((from_table / shape_scale, f"scalefactors of table {table_name!r}"))
         bin_um = _BIN_NAME.search(name)
         if bin_um:
             side = _median_side(sdata.shapes[name])
@@ -472,7 +481,9 @@ def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit) -> tup
             if abs(other / value - 1) > _MPP_DISAGREEMENT:
                 logger.warning(
                     "microns_per_pixel=%g disagrees with %s (%.4g µm/px); using the argument.",
-                    explicit, other_source, other * image_scale,
+                    explicit,
+                    other_source,
+                    other * image_scale,
                 )
         return value, source
     if not estimates:
@@ -544,6 +555,14 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
     if table_name is not None:
         rows, positions = _table_rows(sdata, table_name, name, gdf.index)
     return ResolvedShapes(
-        name=name, kind=kind, index=gdf.index, centres=centres, half_size=half, polygons=polygons,
-        size_um=size_um, table=rows, table_name=table_name, shape_positions=positions,
+        name=name,
+        kind=kind,
+        index=gdf.index,
+        centres=centres,
+        half_size=half,
+        polygons=polygons,
+        size_um=size_um,
+        table=rows,
+        table_name=table_name,
+        shape_positions=positions,
     )

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         "show what pixnet finds in it: image, µm per pixel, bins and their measured tables.",
     )
     demo.add_argument("--out", default="pixnet_demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--size-um", type=float, default=320.0, help="side of the capture area in µm (default: %(default)s)")
+    demo.add_argument(
+        "--size-um", type=float, default=320.0, help="side of the capture area in µm (default: %(default)s)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
     return parser

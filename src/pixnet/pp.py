@@ -38,6 +38,7 @@ def select_genes(
     >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
     >>> pixnet.pp.select_genes(sdata["synthetic_visium_table"], n_top=5)["genes"]  # doctest: +ELLIPSIS
     [...]
+
     """
     tables = [tables] if isinstance(tables, ad.AnnData) else list(tables)
     if not tables:
@@ -131,6 +132,7 @@ def normalize(table: ad.AnnData, genes: Sequence[str], normalization: Normalizat
     >>> t = ad.AnnData(np.array([[1.0, 3.0]]))
     >>> normalize(t, ["0"], Normalization("total", {"target_sum": 1.0}))
     array([[0.25]], dtype=float32)
+
     """
     normalization = normalization or Normalization()
     missing = [g for g in genes if g not in table.var_names]

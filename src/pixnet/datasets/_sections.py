@@ -62,13 +62,19 @@ def section_to_sdata(
     data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=(3, 2048, 2048))
     scale_factors = [2] * max(0, int(np.log2(max(image.shape[:2]) / 1024)))
     image_element = Image2DModel.parse(
-        data, dims=("c", "y", "x"), c_coords=["r", "g", "b"], scale_factors=scale_factors or None,
+        data,
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        scale_factors=scale_factors or None,
         transformations=transformations,
     )
     radius = spot_diameter_um / microns_per_pixel / 2
     index = pd.RangeIndex(len(centres_px), name="spot_id")
     shapes = ShapesModel.parse(
-        np.asarray(centres_px, float), geometry=0, radius=np.full(len(centres_px), radius), index=index,
+        np.asarray(centres_px, float),
+        geometry=0,
+        radius=np.full(len(centres_px), radius),
+        index=index,
         transformations=transformations,
     )
     obs = obs.copy()
@@ -131,11 +137,14 @@ def read_st_section(
     Returns
     -------
     See :func:`section_to_sdata`. Only spots that are selected and have counts are kept.
+
     """
     table = pd.read_csv(spots, sep="\t")
     missing = {"x", "y", "pixel_x", "pixel_y"} - set(table.columns)
     if missing:
-        raise ValueError(f"{spots} lacks the columns {sorted(missing)}; expected x, y, pixel_x, pixel_y (ST spot file).")
+        raise ValueError(
+            f"{spots} lacks the columns {sorted(missing)}; expected x, y, pixel_x, pixel_y (ST spot file)."
+        )
     if "selected" in table:
         table = table[table["selected"] == 1]
     table.index = table["x"].astype(int).astype(str) + "x" + table["y"].astype(int).astype(str)
@@ -175,7 +184,7 @@ def _fetch(url: str, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         logger.info("Downloading %s", url)
         tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
         tmp.replace(target)
@@ -205,6 +214,7 @@ def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2S
     --------
     >>> from pixnet.datasets import her2st
     >>> sdata = her2st("C2", path="shared/data/her2st")  # doctest: +SKIP
+
     """
     if path is None:
         folder = cache_dir() / "her2st"
@@ -232,6 +242,7 @@ def stutility_mob(sample: str, path: str | Path) -> SpatialData:
         Section name, e.g. ``"MOB1"``.
     path
         Folder holding ``{sample}.tsv.gz``, ``alignment_table_{sample}.tsv`` and ``{sample}.jpg``.
+
     """
     folder = Path(path)
     files = [folder / f"{sample}.tsv.gz", folder / f"alignment_table_{sample}.tsv", folder / f"{sample}.jpg"]

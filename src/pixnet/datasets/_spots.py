@@ -64,6 +64,7 @@ def synthetic_spots(
     >>> sdata = synthetic_spots("st", size_um=1200, seed=1)
     >>> sdata["synthetic_st_table"].n_vars
     40
+
     """
     if technology not in SPOT_TECHNOLOGIES:
         raise ValueError(f"technology must be one of {sorted(SPOT_TECHNOLOGIES)}, got {technology!r}.")
@@ -107,8 +108,14 @@ def _lattice(size_um: float, pitch: float, diameter: float, hexagonal: bool):
 
 def _label_histogram(labels: np.ndarray, centre_px: np.ndarray, radius_px: float, n_labels: int) -> np.ndarray:
     """Pixels of each label whose centres lie inside the circle."""
-    x0, x1 = int(max(0, np.floor(centre_px[0] - radius_px))), int(min(labels.shape[1], np.ceil(centre_px[0] + radius_px)))
-    y0, y1 = int(max(0, np.floor(centre_px[1] - radius_px))), int(min(labels.shape[0], np.ceil(centre_px[1] + radius_px)))
+    x0, x1 = (
+        int(max(0, np.floor(centre_px[0] - radius_px))),
+        int(min(labels.shape[1], np.ceil(centre_px[0] + radius_px))),
+    )
+    y0, y1 = (
+        int(max(0, np.floor(centre_px[1] - radius_px))),
+        int(min(labels.shape[0], np.ceil(centre_px[1] + radius_px))),
+    )
     yy, xx = np.mgrid[y0:y1, x0:x1]
     inside = (xx + 0.5 - centre_px[0]) ** 2 + (yy + 0.5 - centre_px[1]) ** 2 <= radius_px**2
     return np.bincount(labels[y0:y1, x0:x1][inside], minlength=n_labels)

@@ -104,6 +104,7 @@ class SyntheticTissue:
         Pixel size of the rendered image.
     cell_spacing_um
         Mean distance between neighbouring cells.
+
     """
 
     def __init__(
@@ -167,7 +168,7 @@ class SyntheticTissue:
 
     def _block_nuclei(self, by: int, bx: int) -> _Nuclei:
         rng = np.random.default_rng([self.seed, 2, by + 2**20, bx + 2**20])
-        n_side = int(round(_BLOCK_UM / self.cell_spacing_um))
+        n_side = round(_BLOCK_UM / self.cell_spacing_um)
         step = _BLOCK_UM / n_side
         gy, gx = np.meshgrid(np.arange(n_side), np.arange(n_side), indexing="ij")
         y = by * _BLOCK_UM + (gy.ravel() + rng.uniform(0.1, 0.9, gy.size)) * step
@@ -202,6 +203,7 @@ class SyntheticTissue:
         labels
             ``(height, width)`` uint8 labels: 0 background, 1 stroma, ``2 + 2t`` cytoplasm and ``3 + 2t``
             nucleus of cell type ``t``.
+
         """
         mpp = self.microns_per_pixel
         iy, ix = np.arange(y0, y0 + height), np.arange(x0, x0 + width)
@@ -278,6 +280,7 @@ class SyntheticTissue:
         Returns
         -------
         ``(..., n_genes)`` expected counts (the Poisson rate of each gene in each area).
+
         """
         pixel_area = self.microns_per_pixel**2
         return (label_histogram @ self.program) * (counts_per_um2 * pixel_area)

@@ -89,7 +89,10 @@ def synthetic_visium_hd(
     >>> import spatialdata_io
     >>> from pixnet.datasets import synthetic_visium_hd
     >>> folder = synthetic_visium_hd("sample_hd", size_um=160, seed=0)  # doctest: +SKIP
-    >>> sdata = spatialdata_io.visium_hd(folder, dataset_id="synthetic", load_segmentations_only=False)  # doctest: +SKIP
+    >>> sdata = spatialdata_io.visium_hd(
+    ...     folder, dataset_id="synthetic", load_segmentations_only=False
+    ... )  # doctest: +SKIP
+
     """
     path = Path(path)
     if path.exists():
@@ -157,7 +160,9 @@ def synthetic_visium_hd(
         matrix.close()
     if n_in_tissue == 0:
         shutil.rmtree(path)
-        raise ValueError(f"seed={seed} gives no tissue inside the {layout.size_um:g} µm capture area; try another seed.")
+        raise ValueError(
+            f"seed={seed} gives no tissue inside the {layout.size_um:g} µm capture area; try another seed."
+        )
 
     _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue)
     logger.info("Wrote a synthetic Visium HD sample (%d x %d px) to %s", layout.width, layout.height, path)
@@ -201,7 +206,9 @@ class _Layout:
         r, c = np.broadcast_to(rows[:, None], labels.shape)[valid], np.broadcast_to(cols[None, :], labels.shape)[valid]
         flat = (r * self.n2 + c) * n_labels + labels[valid]
         first_row = r.min()
-        counts = np.bincount(flat - first_row * self.n2 * n_labels, minlength=(r.max() - first_row + 1) * self.n2 * n_labels)
+        counts = np.bincount(
+            flat - first_row * self.n2 * n_labels, minlength=(r.max() - first_row + 1) * self.n2 * n_labels
+        )
         counts = counts.reshape(-1, self.n2, n_labels)
         for i, row in enumerate(range(first_row, r.max() + 1)):
             band = pending.setdefault(row // 8, np.zeros((8, self.n2, n_labels), np.int64))
@@ -235,9 +242,9 @@ def _write_band(band, histogram, tissue, layout, writers, seed, counts_per_um2) 
         rr, cc = rr.ravel(), cc.ravel()
         in_tissue = in_tissue16[cc // per16]
         barcodes = np.array([f"s_{size:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rr, cc, strict=True)])
-        centre = lambda i: layout.origin + (i + 0.5) * layout.bin_px(size)  # noqa: E731
+        y, x = (layout.origin + (index + 0.5) * layout.bin_px(size) for index in (rr, cc))
         positions, matrix = writers[size]
-        positions.append(barcodes, in_tissue.astype(np.int32), rr.astype(np.int32), cc.astype(np.int32), centre(rr), centre(cc))
+        positions.append(barcodes, in_tissue.astype(np.int32), rr.astype(np.int32), cc.astype(np.int32), y, x)
         matrix.append(barcodes[in_tissue], counts.reshape(len(rr), -1)[in_tissue])
         n_written += int(in_tissue.sum())
     return n_written
@@ -258,9 +265,7 @@ def _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue) 
         "fiducial_diameter_fullres": 330.0 / mpp,
         "tissue_hires_scalef": 1 / layout.hires_factor,
     }
-    folders = [path / "spatial"] + [
-        path / "binned_outputs" / f"square_{s:03d}um" / "spatial" for s in BIN_SIZES_UM
-    ]
+    folders = [path / "spatial"] + [path / "binned_outputs" / f"square_{s:03d}um" / "spatial" for s in BIN_SIZES_UM]
     for folder, size in zip(folders, (8, *BIN_SIZES_UM), strict=True):
         scalefactors = {"spot_diameter_fullres": size / mpp, "bin_size_um": float(size), **common}
         (folder / "scalefactors_json.json").write_text(json.dumps(scalefactors, indent=4))

@@ -1,0 +1,42 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pixnet.pp import Normalization, normalize, select_genes
+
+
+def _table(x, genes):
+    return ad.AnnData(sp.csr_matrix(np.asarray(x, dtype=np.float32)), var={"gene": genes}).copy()
+
+
+def test_select_top_genes_by_mean_fraction_balances_sections():
+    genes = ["a", "b", "c"]
+    # section 1 is 100x deeper; by raw counts it would decide alone ("a"), by fractions "c" wins overall
+    deep = _table([[600, 300, 100], [600, 300, 100]], genes)
+    shallow = _table([[0, 1, 9], [0, 2, 8]], genes)
+    for t in (deep, shallow):
+        t.var_names = genes
+    record = select_genes([deep, shallow], n_top=2)
+    # mean fractions: a = (0.6 + 0) / 2 = 0.3, b = (0.3 + 0.15) / 2 = 0.225, c = (0.1 + 0.85) / 2 = 0.475
+    assert record == {"method": "top_mean", "params": {"n_top": 2}, "genes": ["c", "a"]}
+    assert select_genes(deep, genes=["b"])["genes"] == ["b"]
+    with pytest.raises(ValueError, match="missing"):
+        select_genes(deep, genes=["zzz"])
+    with pytest.raises(ValueError, match="n_top"):
+        select_genes(deep, n_top=0)
+
+
+def test_normalisations_against_hand_computed_values():
+    table = _table([[1, 3, 6], [0, 0, 0]], ["a", "b", "c"])
+    table.var_names = ["a", "b", "c"]
+    total = normalize(table, ["b"], Normalization("total", {"target_sum": 10.0}))
+    np.testing.assert_allclose(total, [[3.0], [0.0]])  # totals use all genes, not only the selected ones
+    paper = normalize(table, ["b", "c"])
+    np.testing.assert_allclose(paper, np.log1p([[3e4 / 10, 6e4 / 10], [0, 0]]), rtol=1e-6)
+    np.testing.assert_allclose(normalize(table, ["c"], Normalization("log1p", {})), np.log1p([[6.0], [0.0]]))
+    assert paper.dtype == np.float32
+    with pytest.raises(ValueError, match="Unknown normalisation"):
+        Normalization("zscore")
+    record = Normalization("total", {"target_sum": 5.0}).to_dict()
+    assert Normalization.from_dict(record) == Normalization("total", {"target_sum": 5.0})

@@ -9,7 +9,7 @@ import tifffile
 from conftest import shared_data
 
 import pixnet
-from pixnet.datasets import SyntheticTissue, synthetic_spots, synthetic_visium_hd
+from pixnet.datasets import SyntheticTissue, synthetic_spots, synthetic_visium, synthetic_visium_hd
 from pixnet.datasets._tissue import STROMA, cytoplasm_label, nucleus_label
 
 
@@ -165,3 +165,20 @@ def test_synthetic_spots(technology, diameter):
     np.testing.assert_allclose(table.obsm["spatial"], spots.centres[spots.shape_positions])
     with pytest.raises(ValueError, match="technology"):
         synthetic_spots("slide-seq")
+
+
+def test_visium_folder_reads_with_spatialdata_io_and_resolves(tmp_path):
+    import spatialdata_io
+
+    folder = synthetic_visium(tmp_path / "visium", size_um=800, n_genes=12, seed=4)
+    sdata = spatialdata_io.visium(folder, dataset_id="v1", fullres_image_file=folder / "tissue_image.tif")
+    assert {"v1_full_image", "v1_hires_image", "v1_lowres_image"} <= set(sdata.images)
+    with pytest.raises(ValueError, match="spot_diameter_um="):
+        pixnet.resolve_inputs(sdata)  # spatialdata-io keeps no scalefactors, so the pixel size is unknown
+    inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)
+    assert inputs.image.name == "v1_full_image"
+    assert inputs.image.microns_per_pixel == pytest.approx(0.5, rel=1e-6)
+    spots = inputs.shapes["v1"]
+    assert spots.kind == "circle" and spots.table.n_obs == len(spots) > 10
+    np.testing.assert_allclose(spots.centres[spots.shape_positions], spots.table.obsm["spatial"])
+    np.testing.assert_allclose(spots.size_um, 55.0)

@@ -148,6 +148,7 @@ def resolve_inputs(
     *,
     coordinate_system: str | None = None,
     microns_per_pixel: float | None = None,
+    spot_diameter_um: float | None = None,
     level: int | None = None,
     target_microns_per_pixel: float | None = None,
     require_table: bool = False,
@@ -175,6 +176,9 @@ def resolve_inputs(
         Pixel size of the image's full-resolution level. By default taken from the image's ``attrs``, from
         the table's Visium scalefactors (``uns["spatial"][library]["scalefactors"]["microns_per_pixel"]``),
         or from Visium HD bin shapes (a ``square_008um`` bin is 8 µm wide).
+    spot_diameter_um
+        Physical diameter of the circles (or side of the squares) in ``shapes``, e.g. 55 for Visium spots:
+        tells the pixel size of data read with ``spatialdata_io.visium``, which keeps no scalefactors.
     level
         Pyramid level to use; by default the coarsest level with pixels no larger than
         ``target_microns_per_pixel``, or level 0.
@@ -203,7 +207,9 @@ def resolve_inputs(
     cs = _coordinate_system(sdata, image_name, shape_names, coordinate_system)
     tables = {name: _table_for(sdata, name, table, require_table) for name in shape_names}
 
-    um_per_cs_unit, source = _microns_per_cs_unit(sdata, image_name, shape_names, tables, cs, microns_per_pixel)
+    um_per_cs_unit, source = _microns_per_cs_unit(
+        sdata, image_name, shape_names, tables, cs, microns_per_pixel, spot_diameter_um
+    )
     levels = _levels(sdata.images[image_name])
     level0_to_cs = _affine(sdata.images[image_name], cs)
     level0_mpp = um_per_cs_unit * _linear_scale(level0_to_cs, f"image {image_name!r}")
@@ -447,9 +453,17 @@ def _rgb(data: xr.DataArray, name: str) -> xr.DataArray:
     return data
 
 
-def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit) -> tuple[float, str]:
+def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit, spot_diameter_um) -> tuple[float, str]:
     """µm per unit of the coordinate system, and where that came from."""
     estimates = []
+    if spot_diameter_um is not None:
+        for name in shape_names:
+            side = _median_side(sdata.shapes[name])
+            if side > 0:
+                scale = _linear_scale(_affine(sdata.shapes[name], cs), f"shapes {name!r}")
+                estimates.append(
+                    (spot_diameter_um / side / scale, f"spot_diameter_um={spot_diameter_um:g} of {name!r}")
+                )
     level0 = _levels(sdata.images[image])[0]
     image_scale = _linear_scale(_affine(sdata.images[image], cs), f"image {image!r}")
     attrs_mpp = sdata.images[image].attrs.get("microns_per_pixel") or level0.attrs.get("microns_per_pixel")
@@ -490,7 +504,7 @@ def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit) -> tup
         raise ValueError(
             f"The pixel size of image {image!r} is unknown: no microns_per_pixel in its attrs, no Visium "
             "scalefactors in the tables, no Visium HD bin shapes. Pass microns_per_pixel= (µm per pixel of the "
-            "full-resolution level)."
+            "full-resolution level), or spot_diameter_um= (e.g. 55 for Visium spots)."
         )
     value, source = estimates[0]
     for other, other_source in estimates[1:]:

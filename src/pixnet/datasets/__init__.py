@@ -3,6 +3,15 @@
 from ._sections import her2st, read_st_section, stutility_mob
 from ._spots import synthetic_spots
 from ._tissue import SyntheticTissue
+from ._visium import synthetic_visium
 from ._visium_hd import synthetic_visium_hd
 
-__all__ = ["SyntheticTissue", "her2st", "read_st_section", "stutility_mob", "synthetic_spots", "synthetic_visium_hd"]
+__all__ = [
+    "SyntheticTissue",
+    "her2st",
+    "read_st_section",
+    "stutility_mob",
+    "synthetic_spots",
+    "synthetic_visium",
+    "synthetic_visium_hd",
+]

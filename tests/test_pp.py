@@ -7,7 +7,9 @@ from pixnet.pp import Normalization, normalize, select_genes
 
 
 def _table(x, genes):
-    return ad.AnnData(sp.csr_matrix(np.asarray(x, dtype=np.float32)), var={"gene": genes}).copy()
+    table = ad.AnnData(sp.csr_matrix(np.asarray(x, dtype=np.float32)))
+    table.var_names = genes
+    return table
 
 
 def test_select_top_genes_by_mean_fraction_balances_sections():
@@ -15,8 +17,6 @@ def test_select_top_genes_by_mean_fraction_balances_sections():
     # section 1 is 100x deeper; by raw counts it would decide alone ("a"), by fractions "c" wins overall
     deep = _table([[600, 300, 100], [600, 300, 100]], genes)
     shallow = _table([[0, 1, 9], [0, 2, 8]], genes)
-    for t in (deep, shallow):
-        t.var_names = genes
     record = select_genes([deep, shallow], n_top=2)
     # mean fractions: a = (0.6 + 0) / 2 = 0.3, b = (0.3 + 0.15) / 2 = 0.225, c = (0.1 + 0.85) / 2 = 0.475
     assert record == {"method": "top_mean", "params": {"n_top": 2}, "genes": ["c", "a"]}
@@ -29,7 +29,6 @@ def test_select_top_genes_by_mean_fraction_balances_sections():
 
 def test_normalisations_against_hand_computed_values():
     table = _table([[1, 3, 6], [0, 0, 0]], ["a", "b", "c"])
-    table.var_names = ["a", "b", "c"]
     total = normalize(table, ["b"], Normalization("total", {"target_sum": 10.0}))
     np.testing.assert_allclose(total, [[3.0], [0.0]])  # totals use all genes, not only the selected ones
     paper = normalize(table, ["b", "c"])
@@ -40,3 +39,16 @@ def test_normalisations_against_hand_computed_values():
         Normalization("zscore")
     record = Normalization("total", {"target_sum": 5.0}).to_dict()
     assert Normalization.from_dict(record) == Normalization("total", {"target_sum": 5.0})
+
+
+def test_area_scaling_makes_values_extensive():
+    # one 16 µm bin and its total split evenly into four 8 µm bins: their values add up to the parent's
+    parent = _table([[40, 60]], ["a", "b"])
+    child = _table([[10, 15]] * 4, ["a", "b"])
+    norm = Normalization("total", {"target_sum": 1.0, "reference_area_um2": 64.0})
+    parent_value = normalize(parent, ["a"], norm, area_um2=256.0)
+    child_values = normalize(child, ["a"], norm, area_um2=64.0)
+    np.testing.assert_allclose(child_values.sum(), parent_value.sum())
+    np.testing.assert_allclose(parent_value, [[0.4 * 4]])
+    log_norm = Normalization("total_log", {"target_sum": 1.0, "reference_area_um2": 64.0})
+    np.testing.assert_allclose(log_norm.inverse_transform(normalize(parent, ["a"], log_norm, 256.0)), parent_value, rtol=1e-6)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import anndata as ad
@@ -72,20 +72,58 @@ def _mean_fraction(table: ad.AnnData) -> np.ndarray:
 class Normalization:
     """A target normalisation: method name and parameters.
 
-    Methods (``totals`` are each spot's counts over *all* genes, before gene selection):
+    Methods (``total`` is each spot's count over *all* genes, before gene selection):
 
-    - ``"total_log"`` (the paper): ``log(1 + counts / total * target_sum)``.
+    - ``"total_log"`` (the paper): ``log(1 + counts / total * target_sum * area / reference_area)``.
+    - ``"total"``: the same without the log.
     - ``"log1p"``: ``log(1 + counts)``.
-    - ``"total"``: ``counts / total * target_sum``; additive over nested bins.
     - ``"none"``: raw counts.
+
+    Units. PixNet's dense map is a density whose sum over a spot's pixels is the spot's value before the
+    log (Eq. 9), so that value must be *extensive*: it must grow with the spot's area, or 2 µm and 16 µm bins
+    could not be supervised by one map. Per-spot-total methods are therefore scaled by
+    ``area / reference_area_um2`` when the spot area is given (training and prediction always give it).
+    For spots of one size this is the paper's normalisation up to a constant inside the log; raw-count
+    methods are extensive already.
     """
 
     method: str = "total_log"
-    params: dict = field(default_factory=lambda: {"target_sum": 1e4})
+    params: dict = field(default_factory=lambda: {"target_sum": 1e4, "reference_area_um2": 100.0})
 
     def __post_init__(self) -> None:
         if self.method not in NORMALIZATIONS:
             raise ValueError(f"Unknown normalisation {self.method!r}; choose one of {sorted(NORMALIZATIONS)}.")
+
+    @property
+    def per_spot_total(self) -> bool:
+        """Whether counts are divided by the spot's total."""
+        return self.method in ("total", "total_log")
+
+    @property
+    def log(self) -> bool:
+        """Whether values are log1p-transformed."""
+        return self.method in ("total_log", "log1p")
+
+    def values(self, counts: np.ndarray, totals: np.ndarray, area_um2: np.ndarray | float | None = None) -> np.ndarray:
+        """Extensive values before the log (what the dense map sums to)."""
+        if not self.per_spot_total:
+            return counts
+        scale = self.params.get("target_sum", 1e4) / np.maximum(totals, 1e-12)
+        if area_um2 is not None:
+            scale = scale * np.asarray(area_um2, dtype=np.float64) / self.params.get("reference_area_um2", 100.0)
+        return counts * np.reshape(scale, (-1, 1))
+
+    def transform(self, values):
+        """Values -> targets (``log1p`` for log methods); works on numpy arrays and torch tensors."""
+        if not self.log:
+            return values
+        return values.log1p() if hasattr(values, "log1p") else np.log1p(values)
+
+    def inverse_transform(self, targets):
+        """Targets -> values."""
+        if not self.log:
+            return targets
+        return targets.expm1() if hasattr(targets, "expm1") else np.expm1(targets)
 
     def to_dict(self) -> dict:
         """JSON-serialisable record."""
@@ -97,23 +135,15 @@ class Normalization:
         return cls(method=record["method"], params=dict(record.get("params", {})))
 
 
-def _total_log(counts, totals, target_sum=1e4):
-    return np.log1p(_total(counts, totals, target_sum))
+NORMALIZATIONS = ("total_log", "total", "log1p", "none")
 
 
-def _total(counts, totals, target_sum=1e4):
-    return counts / np.maximum(totals, 1e-12)[:, None] * target_sum
-
-
-NORMALIZATIONS: dict[str, Callable] = {
-    "total_log": _total_log,
-    "total": _total,
-    "log1p": lambda counts, totals: np.log1p(counts),
-    "none": lambda counts, totals: counts,
-}
-
-
-def normalize(table: ad.AnnData, genes: Sequence[str], normalization: Normalization | None = None) -> np.ndarray:
+def normalize(
+    table: ad.AnnData,
+    genes: Sequence[str],
+    normalization: Normalization | None = None,
+    area_um2: np.ndarray | float | None = None,
+) -> np.ndarray:
     """Targets for the given genes: a dense ``(n_obs, n_genes)`` float32 array.
 
     Parameters
@@ -124,6 +154,9 @@ def normalize(table: ad.AnnData, genes: Sequence[str], normalization: Normalizat
         Genes to return, in this order.
     normalization
         Defaults to ``Normalization()`` (``"total_log"``, target sum 1e4).
+    area_um2
+        Area of each spot in µm² (see :class:`Normalization` for why); ``None`` leaves per-spot-total values
+        unscaled, as in the paper.
 
     Examples
     --------
@@ -141,5 +174,5 @@ def normalize(table: ad.AnnData, genes: Sequence[str], normalization: Normalizat
     totals = np.asarray(table.X.sum(axis=1), dtype=np.float64).ravel()
     counts = table[:, list(genes)].X
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    func = NORMALIZATIONS[normalization.method]
-    return np.asarray(func(counts.astype(np.float64), totals, **normalization.params), dtype=np.float32)
+    values = normalization.values(counts.astype(np.float64), totals, area_um2)
+    return np.asarray(normalization.transform(values), dtype=np.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from PIL import Image
 from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
+
+from .._cache import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ HER2ST_IMAGES = {
 # centre-to-centre distance of neighbouring array coordinates, in µm
 ST_1K_ARRAY_UNIT_UM = 200.0  # 1007-spot ST array (HER2ST): 100 µm spots on a 200 µm square grid
 ST_2K_ARRAY_UNIT_UM = 100.0  # 2k ST array (STUtility MOB): spots at x + y even, 141 µm diagonal pitch
-
-
-def cache_dir() -> Path:
-    """Folder for downloaded data: ``$PIXNET_CACHE`` or ``~/.cache/pixnet``."""
-    return Path(os.environ.get("PIXNET_CACHE", Path.home() / ".cache" / "pixnet"))
 
 
 def section_to_sdata(

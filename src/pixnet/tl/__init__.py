@@ -1,3 +1,5 @@
 """Tools: training, prediction, aggregation and evaluation (functional API in the style of ``squidpy.tl``)."""
 
-__all__: list[str] = []
+from ._train import DEFAULT_MICRONS_PER_PIXEL, train
+
+__all__ = ["DEFAULT_MICRONS_PER_PIXEL", "train"]

@@ -1,0 +1,134 @@
+"""The PixNet decoder (Eqs. 3-8 of Zhang, Yang & Pan).
+
+Depth-to-space and bilinear upsampling stages fuse refined skip features through residual linear-attention
+blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PixNetDecoder"]
+
+
+class CompositeConvBlock(nn.Sequential):
+    """CB: (Conv3x3 -> BN -> ReLU) twice."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DepthToSpaceUp(nn.Module):
+    """Eq. 3: Conv3x3 (K = C * 2^d filters, d = 2) -> ReLU -> depth-to-space x2 -> Conv3x3 -> ReLU -> CB."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(in_channels, in_channels * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.block = CompositeConvBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.shuffle(F.relu(self.expand(x)))
+        del size  # the network pads inputs to a multiple of 32, so x2 lands exactly on the skip level
+        return self.block(F.relu(self.conv(x)))
+
+
+class BilinearUp(nn.Module):
+    """Eq. 4: CB -> bilinear x2 -> CB."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.before = CompositeConvBlock(in_channels, channels)
+        self.after = CompositeConvBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = F.interpolate(self.before(x), size=size, mode="bilinear", align_corners=False)
+        return self.after(x)
+
+
+class SkipRefine(nn.Module):
+    """Eq. 5: BN(LeakyReLU(F + Conv1x1(DWConv3x3(F))))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.pointwise = nn.Conv2d(channels, channels, 1)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.leaky_relu(x + self.pointwise(self.depthwise(x)), 0.01))
+
+
+class LinearAttention(nn.Module):
+    """Kernelised self-attention (phi = elu + 1) over all pixels: memory linear in the number of pixels."""
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads if channels % heads == 0 else 1
+        self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+        context = torch.einsum("bhdn,bhen->bhde", k, v)  # (d x d) per head, independent of h * w
+        normaliser = torch.einsum("bhdn,bhd->bhn", q, k.sum(dim=-1)).clamp_min(1e-6)
+        attended = torch.einsum("bhdn,bhde->bhen", q, context) / normaliser.unsqueeze(2)
+        return self.out(attended.reshape(b, c, h, w))
+
+
+class DecoderStage(nn.Module):
+    """Upsample, fuse the refined skip feature, then D = F_u + Attention(CB(F_u)) (Eq. 8)."""
+
+    def __init__(self, in_channels: int, skip_channels: int, channels: int, deep: bool) -> None:
+        super().__init__()
+        self.up = DepthToSpaceUp(in_channels, channels) if deep else BilinearUp(in_channels, channels)
+        self.refine = SkipRefine(skip_channels) if skip_channels else None
+        self.fuse = nn.Conv2d(channels + skip_channels, channels, 1)
+        self.block = CompositeConvBlock(channels, channels)
+        self.attention = LinearAttention(channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+        x = self.up(x, size)
+        if skip is not None:
+            x = torch.cat([x, self.refine(skip)], dim=1)
+        fused = self.fuse(x)
+        return fused + self.attention(self.block(fused))
+
+
+class PixNetDecoder(nn.Module):
+    """L - 1 = 4 stages from stride 32 to stride 2, then one bilinear stage to the input resolution.
+
+    Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use depth-to-space).
+    """
+
+    def __init__(self, encoder_channels: tuple[int, ...], width: int = 512, n_deep: int = 2) -> None:
+        super().__init__()
+        widths = [max(width // 2**i, 16) for i in range(len(encoder_channels))]
+        stages = []
+        in_channels = encoder_channels[-1]
+        skips = [*encoder_channels[-2::-1], 0]  # stride 16, 8, 4, 2, then the input (no skip)
+        for i, (skip, channels) in enumerate(zip(skips, widths, strict=True)):
+            stages.append(DecoderStage(in_channels, skip, channels, deep=i < n_deep))
+            in_channels = channels
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = widths[-1]
+
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        x = features[-1]
+        skips = [*features[-2::-1], None]
+        for stage, skip in zip(self.stages, skips, strict=True):
+            target = skip.shape[-2:] if skip is not None else size
+            x = stage(x, skip, tuple(target))
+        return x

@@ -1,0 +1,182 @@
+"""Loading encoder weights safely.
+
+``weights_only`` loads, an allow-listed unpickler for Lightning files, checksummed downloads into a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import urllib.request
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .._cache import cache_dir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["download", "load_backbone", "load_checkpoint_file"]
+
+CIGA_URL = (
+    "https://github.com/ozanciga/self-supervised-histopathology/releases/download/tenpercent/tenpercent_resnet18.ckpt"
+)
+
+
+class _AttributeDict(dict):
+    """Stand-in for Lightning's hyper-parameter dicts (plain data, no behaviour)."""
+
+
+class _Namespace:
+    """Stand-in for ``argparse.Namespace`` holding hyper-parameters."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+# Only data containers and torch's own tensor rebuilders: nothing here runs user code on load.
+_ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("argparse", "Namespace"): _Namespace,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+}
+_ATTRIBUTE_DICT_MODULES = (
+    "pytorch_lightning.utilities.parsing",
+    "lightning.pytorch.utilities.parsing",
+    "lightning_fabric.utilities.data",
+    "lightning.fabric.utilities.data",
+)
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if name == "AttributeDict" and module in _ATTRIBUTE_DICT_MODULES:
+            return _AttributeDict
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(
+            f"Refusing to unpickle {module}.{name}: only tensors and plain containers are allowed in a checkpoint."
+        )
+
+
+class _AllowListPickle:
+    """A ``pickle_module`` for :func:`torch.load` whose unpickler only knows allow-listed names."""
+
+    Unpickler = _AllowListUnpickler
+    UnpicklingError = pickle.UnpicklingError
+    __name__ = "pixnet_allow_list_pickle"
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _AllowListUnpickler(file, **kwargs).load()
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Load a weights file without executing code.
+
+    ``.safetensors`` files load directly; torch files load with ``weights_only=True``, and Lightning checkpoints
+    whose hyper-parameters need more are unpickled with an allow-list of plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}.")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as weights_only_error:
+        logger.info("weights_only load of %s failed (%s); retrying with the allow-list", path, weights_only_error)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_AllowListPickle)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{path} holds objects pixnet will not unpickle: {err}") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a torch checkpoint: {err}") from err
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_backbone(module: torch.nn.Module, path: str | Path, drop: tuple[str, ...] = ("fc.",)) -> dict:
+    """Load backbone weights from a file into ``module``; fail unless every backbone parameter loaded.
+
+    Understands a plain (torchvision-style) state dict, one wrapped as ``{"state_dict": ...}``, DataParallel's
+    ``module.`` prefix, and the Ciga et al. Lightning checkpoint (``model.resnet.*``, SimCLR head ``fc.*``
+    dropped).
+
+    Returns
+    -------
+    ``{"missing": [...], "unexpected": [...], "layout": "ciga" | "torchvision"}``.
+
+    """
+    state = load_checkpoint_file(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors.")
+    layout = "torchvision"
+    for prefix in ("model.resnet.", "module.", "backbone.", "encoder."):
+        if any(k.startswith(prefix) for k in state):
+            state = _strip(state, prefix)
+            layout = "ciga" if prefix == "model.resnet." else layout
+            break
+    state = {k: v for k, v in state.items() if not k.startswith(drop)}
+    expected = set(module.state_dict())
+    result = module.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing:
+        raise ValueError(
+            f"{path} did not load the backbone: {len(missing)} of {len(expected)} parameters missing "
+            f"(e.g. {missing[:3]}); unexpected keys: {unexpected[:3]}. Is it a ResNet18 state dict?"
+        )
+    if unexpected:
+        logger.warning("Ignored %d unexpected keys in %s, e.g. %s", len(unexpected), path, unexpected[:3])
+    logger.info("Loaded %d backbone tensors from %s", len(expected), path)
+    return {"missing": missing, "unexpected": unexpected, "layout": layout}
+
+
+def sha256sum(path: Path) -> str:
+    """SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, filename: str, sha256: str | None = None) -> Path:
+    """Download ``url`` once into ``{cache_dir}/weights`` and check its SHA-256.
+
+    With ``sha256=None`` the hash of the first download is recorded beside the file (``.sha256``) and every
+    later use is checked against it, so a corrupted or swapped cache file is caught.
+    """
+    target = cache_dir() / "weights" / filename
+    recorded = target.with_name(target.name + ".sha256")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        logger.info("Downloading %s", url)
+        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        actual = sha256sum(tmp)
+        if sha256 is not None and actual != sha256:
+            tmp.unlink()
+            raise ValueError(f"Checksum mismatch for {url}: expected {sha256}, got {actual}.")
+        tmp.replace(target)
+        recorded.write_text(actual)
+    expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
+    if expected is not None and sha256sum(target) != expected:
+        raise ValueError(f"Cached {target} does not match its checksum {expected}; delete it to download again.")
+    return target

@@ -1,0 +1,59 @@
+"""The PixNet network: encoder pyramid -> decoder -> non-negative dense map with one channel per gene."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._decoder import PixNetDecoder
+from .encoders import EncoderConfig
+
+__all__ = ["PixNetNetwork"]
+
+
+class PixNetNetwork(nn.Module):
+    """Map an RGB image to a dense, non-negative expression map of the same height and width.
+
+    Parameters
+    ----------
+    encoder
+        A pyramid encoder (five feature maps at strides 2..32) with a ``channels`` attribute.
+    encoder_config
+        Its :class:`~pixnet.models.EncoderConfig` (the input normalisation is taken from it).
+    n_genes
+        Output channels.
+    decoder_width
+        Channels of the deepest decoder stage; each shallower stage halves it.
+
+    """
+
+    stride = 32
+
+    def __init__(self, encoder: nn.Module, encoder_config: EncoderConfig, n_genes: int, decoder_width: int = 512):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width)
+        self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
+        self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(encoder_config.std).view(1, 3, 1, 1), persistent=False)
+
+    def set_initial_density(self, density: torch.Tensor) -> None:
+        """Start the map at a per-gene density (values per pixel) by setting the head's bias."""
+        density = density.clamp_min(1e-6).to(self.head.bias)
+        with torch.no_grad():
+            self.head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
+            self.head.weight.mul_(0.1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density."""
+        height, width = images.shape[-2:]
+        pad_h, pad_w = -height % self.stride, -width % self.stride
+        x = (images - self.mean) / self.std
+        if pad_h or pad_w:
+            x = F.pad(
+                x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
+            )
+        features = self.encoder(x)
+        decoded = self.decoder(features, tuple(x.shape[-2:]))
+        return F.softplus(self.head(decoded))[..., :height, :width]

@@ -1,0 +1,228 @@
+"""``pixnet.tl.train``: fit PixNet on one or more SpatialData sections."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from spatialdata import SpatialData
+
+from .._inputs import resolve_inputs
+from .._registry import remember
+from ..model import PixNet, PixNetConfig
+from ..models import ENCODERS, EncoderConfig
+from ..pp import Normalization, select_genes
+from ..training._data import build_section, split_by_region, split_by_section
+from ..training._loop import TrainingConfig, fit
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MICRONS_PER_PIXEL", "train"]
+
+DEFAULT_MICRONS_PER_PIXEL = 1.0
+
+
+def _per_section(value, n: int, what: str) -> list:
+    """One value per section.
+
+    For ``shapes`` a flat list of names means "these shape sets in every section"; per-section shapes are a
+    list of lists (or names, or None).
+    """
+    per_section = isinstance(value, list | tuple) and (
+        what != "shapes" or any(isinstance(v, list | tuple) or v is None for v in value)
+    )
+    if not per_section:
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"{what}= has {len(value)} entries for {n} sections; give one per section or one for all.")
+    return list(value)
+
+
+def train(
+    sdata: SpatialData | Sequence[SpatialData],
+    *,
+    image: str | list[str | None] | None = None,
+    shapes: str | list | None = None,
+    table: str | list[str | None] | None = None,
+    section_names: list[str] | None = None,
+    genes: list[str] | None = None,
+    n_top_genes: int = 250,
+    normalization: str | Normalization = "total_log",
+    microns_per_pixel: float = DEFAULT_MICRONS_PER_PIXEL,
+    patch_size: int = 256,
+    encoder: str = "resnet18",
+    encoder_weights: str | Path | None = None,
+    decoder_width: int = 512,
+    freeze_encoder: bool = False,
+    epochs: int = 20,
+    batch_size: int = 8,
+    learning_rate: float = 5e-4,
+    weight_decay: float = 1e-4,
+    pcc_weight: float = 0.5,
+    validation: str | None = "region",
+    validation_fraction: float = 0.2,
+    validation_sections: list[str] | None = None,
+    patience: int = 5,
+    augment: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    resolve_kwargs: dict | None = None,
+) -> PixNet:
+    """Train PixNet on measured spots or bins.
+
+    Image patches containing measured shapes are sampled at the working resolution; every shape lying wholly
+    inside a patch is supervised through the sum of the dense map over its pixels (Eq. 9), for circles,
+    squares and polygons of mixed sizes in one batch. Several shape sets of one object (e.g. Visium HD 8 and
+    16 µm bins) train jointly, as do several sections.
+
+    Parameters
+    ----------
+    sdata
+        One SpatialData object or a list (one per section; the same object may appear twice with different
+        ``image``/``shapes`` to train on two images of one object).
+    image, shapes, table
+        Element names, as for :func:`pixnet.resolve_inputs`: one value for all sections, or a list with one per
+        section. ``shapes`` may name several shape sets (e.g. ``["bins_8um", "bins_16um"]``).
+    section_names
+        Names of the sections (for validation and logs); default: the image element names.
+    genes
+        Genes to model; default: the ``n_top_genes`` with the highest mean over the training sections.
+    n_top_genes
+        See ``genes`` (the paper: 250).
+    normalization
+        Target normalisation, a :class:`~pixnet.pp.Normalization` or its method name (the paper: per-spot total,
+        then log: ``"total_log"``).
+    microns_per_pixel
+        Working resolution; images are resampled from the best pyramid level.
+    patch_size
+        Patch side in working pixels.
+    encoder, encoder_weights
+        See :func:`pixnet.models.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder).
+    decoder_width
+        Channels of the deepest decoder stage (the paper: 512).
+    freeze_encoder
+        Train the decoder only (fast on CPU; use with pretrained weights).
+    epochs, batch_size, learning_rate, weight_decay
+        Adam optimisation (paper defaults: lr 5e-4, weight decay 1e-4).
+    pcc_weight
+        Lambda in MSE + lambda * (1 - PCC).
+    validation
+        ``"region"`` (hold out the right-most ``validation_fraction`` of each section), ``"section"`` (hold out
+        ``validation_sections``) or ``None``.
+    validation_fraction
+        Share of each section's extent held out with ``validation="region"``.
+    validation_sections
+        Section names held out with ``validation="section"``.
+    patience
+        Early stopping: epochs without a better validation loss.
+    augment
+        Random flips, rot90 and mild colour jitter.
+    seed
+        Controls initialisation, patch sampling and augmentation: the same seed gives the same model on the
+        same machine.
+    device
+        ``"auto"`` (cuda, mps, cpu), or a torch device; mixed precision (bfloat16) is used on cuda.
+    checkpoint_dir
+        Write ``last/`` (model) and ``trainer_state.pt`` after every epoch.
+    resume
+        A ``checkpoint_dir`` to continue from.
+    progress
+        Show progress bars.
+    resolve_kwargs
+        Extra arguments for :func:`pixnet.resolve_inputs` (e.g. ``microns_per_pixel``, ``coordinate_system``).
+
+    Returns
+    -------
+    The trained :class:`~pixnet.model.PixNet`; it is also recorded as the model of each training object.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
+    >>> model = pixnet.tl.train(sdata, decoder_width=32, patch_size=128, epochs=1, n_top_genes=8,
+    ...                         validation=None, progress=False)  # doctest: +SKIP
+
+    """
+    objects = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
+    if not objects:
+        raise ValueError("train needs at least one SpatialData object.")
+    n = len(objects)
+    images, tables = _per_section(image, n, "image"), _per_section(table, n, "table")
+    shape_sets = _per_section(shapes, n, "shapes")
+    normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
+    if validation not in ("region", "section", None):
+        raise ValueError(f"validation must be 'region', 'section' or None, got {validation!r}.")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
+    if patch_size < 32:
+        raise ValueError(f"patch_size must be at least 32 pixels, got {patch_size}.")
+
+    # resolve everything first, so that bad input fails before any image is read
+    resolved = [
+        resolve_inputs(o, i, s, t, require_table=True, **(resolve_kwargs or {}))
+        for o, i, s, t in zip(objects, images, shape_sets, tables, strict=True)
+    ]
+    names = section_names or [r.image.name for r in resolved]
+    if len(set(names)) != len(names):
+        names = [f"{name}_{i}" for i, name in enumerate(names)]
+    measured = [s.table for r in resolved for s in r.shapes.values()]
+    gene_record = select_genes(measured, n_top=n_top_genes, genes=genes)
+
+    sections = [
+        build_section(
+            o,
+            name=name,
+            image=r.image.name,
+            shapes=list(r.shapes),
+            table=t,
+            genes=gene_record["genes"],
+            normalization=normalization,
+            microns_per_pixel=microns_per_pixel,
+            margin_px=patch_size // 2,
+            resolve_kwargs=resolve_kwargs,
+        )
+        for o, r, t, name in zip(objects, resolved, tables, names, strict=True)
+    ]
+    if validation == "region":
+        split_by_region(sections, validation_fraction)
+    elif validation == "section":
+        if not validation_sections:
+            raise ValueError(f"validation='section' needs validation_sections= (some of {names}).")
+        split_by_section(sections, list(validation_sections))
+    else:
+        split_by_section(sections, [])
+
+    if encoder not in ENCODERS:
+        raise ValueError(f"Unknown encoder {encoder!r}; choose one of {ENCODERS}.")
+    config = PixNetConfig(
+        genes=gene_record["genes"],
+        gene_selection={k: v for k, v in gene_record.items() if k != "genes"},
+        normalization=normalization.to_dict(),
+        microns_per_pixel=float(microns_per_pixel),
+        patch_size=int(patch_size),
+        encoder=EncoderConfig(encoder).to_dict(),
+        decoder_width=int(decoder_width),
+    )
+    torch.manual_seed(seed)
+    model = PixNet.build(config, encoder_weights)
+    training = TrainingConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        pcc_weight=pcc_weight,
+        patience=patience,
+        augment=augment,
+        freeze_encoder=freeze_encoder,
+        seed=seed,
+        device=device,
+    )
+    fit(model, sections, training, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    for o in objects:
+        remember(o, model)
+    return model

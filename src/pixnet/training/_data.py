@@ -1,0 +1,321 @@
+"""Training data: sections at the working resolution, measured shapes as pixel spans, patch sampling."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+import torch
+import torch.nn.functional as F
+from spatialdata import SpatialData
+
+from .._inputs import ResolvedShapes, resolve_inputs
+from .._spans import Spans, shape_spans
+from ..pp import Normalization, normalize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ShapeSet:
+    """Measured shapes of one shapes element, in the section crop's working pixels."""
+
+    name: str
+    spans: Spans
+    offsets: np.ndarray
+    bbox: np.ndarray  # (n, 4): y0, y1, x0, x1 (exclusive ends) of the covered pixels
+    centres: np.ndarray  # (n, 2): x, y
+    area_px: np.ndarray
+    targets: np.ndarray  # (n, n_genes) in target units
+    validation: np.ndarray = field(default=None)  # (n,) bool
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+
+@dataclass
+class Section:
+    """One image crop at the working resolution with its measured shape sets."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8
+    shape_sets: list[ShapeSet]
+    microns_per_pixel: float
+
+
+def _scaled_spans(shapes: ResolvedShapes, factor: float, origin: np.ndarray) -> tuple[Spans, np.ndarray, np.ndarray]:
+    rows = shapes.shape_positions
+    centres = shapes.centres[rows] * factor - origin
+    if shapes.kind == "polygon":
+        matrix = [factor, 0, 0, factor, -origin[0], -origin[1]]
+        geometry = shapes.polygons.iloc[rows].affine_transform(matrix).to_numpy()
+        return shape_spans("polygon", polygons=geometry), centres, shapely.area(geometry)
+    half = shapes.half_size[rows] * factor
+    area = np.pi * half**2 if shapes.kind == "circle" else (2 * half) ** 2
+    return shape_spans(shapes.kind, centres, half), centres, area
+
+
+def _span_bbox(spans: Spans, n: int) -> np.ndarray:
+    bbox = np.zeros((n, 4), np.int64)
+    if len(spans) == 0:
+        return bbox
+    bbox[:, 0] = np.iinfo(np.int64).max
+    bbox[:, 2] = np.iinfo(np.int64).max
+    np.minimum.at(bbox[:, 0], spans.shape, spans.row)
+    np.maximum.at(bbox[:, 1], spans.shape, spans.row + 1)
+    np.minimum.at(bbox[:, 2], spans.shape, spans.x0)
+    np.maximum.at(bbox[:, 3], spans.shape, spans.x1)
+    return bbox
+
+
+def build_section(
+    sdata: SpatialData,
+    *,
+    name: str,
+    image: str | None,
+    shapes: str | list[str] | None,
+    table: str | None,
+    genes: list[str],
+    normalization: Normalization,
+    microns_per_pixel: float,
+    margin_px: int,
+    resolve_kwargs: dict | None = None,
+) -> Section:
+    """Load a section's image crop at the working resolution and express its measured shapes in it."""
+    inputs = resolve_inputs(
+        sdata,
+        image,
+        shapes,
+        table,
+        target_microns_per_pixel=microns_per_pixel,
+        require_table=True,
+        **(resolve_kwargs or {}),
+    )
+    level = inputs.image
+    factor = level.microns_per_pixel / microns_per_pixel
+    boxes = []
+    for s in inputs.shapes.values():
+        c = s.centres[s.shape_positions] * factor
+        reach = (s.half_size[s.shape_positions] * factor) if s.half_size is not None else 0.0
+        if s.kind == "polygon":
+            b = shapely.bounds(s.polygons.iloc[s.shape_positions].to_numpy()) * factor
+            boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+        else:
+            boxes.append(
+                [(c[:, 0] - reach).min(), (c[:, 1] - reach).min(), (c[:, 0] + reach).max(), (c[:, 1] + reach).max()]
+            )
+    boxes = np.array(boxes)
+    height_w, width_w = level.shape[0] * factor, level.shape[1] * factor
+    x0 = int(max(np.floor(boxes[:, 0].min()) - margin_px, 0))
+    y0 = int(max(np.floor(boxes[:, 1].min()) - margin_px, 0))
+    x1 = int(min(np.ceil(boxes[:, 2].max()) + margin_px, np.floor(width_w)))
+    y1 = int(min(np.ceil(boxes[:, 3].max()) + margin_px, np.floor(height_w)))
+    crop = read_resampled(level.data, (y0, y1, x0, x1), factor)
+    origin = np.array([x0, y0], float)
+
+    shape_sets = []
+    for s in inputs.shapes.values():
+        spans, centres, area_px = _scaled_spans(s, factor, origin)
+        area_um2 = area_px * microns_per_pixel**2
+        targets = normalize(s.table, genes, normalization, area_um2=area_um2)
+        order = np.argsort(spans.shape, kind="stable")
+        spans = Spans(spans.shape[order], spans.row[order], spans.x0[order], spans.x1[order])
+        n = len(centres)
+        shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), _span_bbox(spans, n), centres, area_px, targets))
+        logger.info("Section %s: %d measured shapes of %r", name, n, s.name)
+    return Section(name, crop, shape_sets, microns_per_pixel)
+
+
+def read_resampled(data, box: tuple[int, int, int, int], factor: float, strip_px: int = 2048) -> np.ndarray:
+    """Read ``box`` (in working pixels) of a dask-backed ``(c, y, x)`` image, resampled by ``factor``.
+
+    Works in strips, so memory stays near the size of the output.
+    """
+    y0, y1, x0, x1 = box
+    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    src_x0, src_x1 = int(np.floor(x0 / factor)), int(np.ceil(x1 / factor))
+    for sy in range(y0, y1, strip_px):
+        sy1 = min(sy + strip_px, y1)
+        src_y0, src_y1 = int(np.floor(sy / factor)), int(np.ceil(sy1 / factor))
+        block = np.asarray(data[:3, src_y0 : min(src_y1 + 1, data.shape[1]), src_x0 : min(src_x1 + 1, data.shape[2])])
+        tensor = torch.from_numpy(_to_uint8(block)).float().unsqueeze(0)
+        if factor != 1.0:
+            size = (round(tensor.shape[-2] * factor), round(tensor.shape[-1] * factor))
+            tensor = F.interpolate(tensor, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
+        oy, ox = round(src_y0 * factor), round(src_x0 * factor)
+        part = tensor[0, :, sy - oy : sy - oy + (sy1 - sy), x0 - ox : x0 - ox + (x1 - x0)]
+        part = F.pad(part, (0, (x1 - x0) - part.shape[-1], 0, (sy1 - sy) - part.shape[-2]), value=255.0)
+        out[sy - y0 : sy1 - y0] = part.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+    return out
+
+
+def _to_uint8(block: np.ndarray) -> np.ndarray:
+    if block.dtype == np.uint8:
+        return block
+    if np.issubdtype(block.dtype, np.floating):
+        return (np.clip(block, 0, 1) * 255).round().astype(np.uint8)
+    return (block.astype(np.float64) / np.iinfo(block.dtype).max * 255).round().astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def split_by_region(sections: list[Section], fraction: float) -> None:
+    """Hold out, in every section, the shapes whose centre lies in the right-most ``fraction`` of x."""
+    for section in sections:
+        xs = np.concatenate([s.centres[:, 0] for s in section.shape_sets])
+        threshold = np.quantile(xs, 1 - fraction)
+        for s in section.shape_sets:
+            s.validation = s.centres[:, 0] >= threshold
+
+
+def split_by_section(sections: list[Section], names: list[str]) -> None:
+    """Hold out whole sections."""
+    unknown = set(names) - {s.name for s in sections}
+    if unknown:
+        raise ValueError(f"Validation sections {sorted(unknown)} are not among {[s.name for s in sections]}.")
+    for section in sections:
+        for s in section.shape_sets:
+            s.validation = np.full(len(s), section.name in names)
+
+
+# ------------------------------------------------------------------------------------------------ patches
+@dataclass
+class Patch:
+    """A patch of one section and the shapes fully inside it that it supervises."""
+
+    section: int
+    y0: int
+    x0: int
+    shapes: list[tuple[int, np.ndarray]]  # (shape-set index, shape indices)
+
+
+def sample_patches(sections: list[Section], patch_size: int, validation: bool, rng: np.random.Generator) -> list[Patch]:
+    """Patches that supervise every shape of the split exactly once.
+
+    A grid with a random offset takes the shapes that fall wholly inside one cell; each remaining shape
+    then anchors a patch placed at random around it, which also takes its uncovered neighbours.
+    """
+    patches = []
+    for si, section in enumerate(sections):
+        height, width = section.image.shape[:2]
+        off_y, off_x = (int(v) for v in rng.integers(0, patch_size, 2))
+        grid: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        leftovers = []
+        for ki, s in enumerate(section.shape_sets):
+            chosen = np.flatnonzero(s.validation == validation)
+            if chosen.size == 0:
+                continue
+            b = s.bbox[chosen]
+            cy0, cy1 = (b[:, 0] + off_y) // patch_size, (b[:, 1] - 1 + off_y) // patch_size
+            cx0, cx1 = (b[:, 2] + off_x) // patch_size, (b[:, 3] - 1 + off_x) // patch_size
+            py0, px0 = cy0 * patch_size - off_y, cx0 * patch_size - off_x
+            inside = (cy0 == cy1) & (cx0 == cx1) & (py0 >= 0) & (px0 >= 0)
+            inside &= (py0 + patch_size <= height) & (px0 + patch_size <= width)
+            for (gy, gx), members in _group(cy0[inside], cx0[inside], chosen[inside]):
+                grid.setdefault((gy, gx), []).append((ki, members))
+            leftovers.append((ki, chosen[~inside]))
+        for (gy, gx), shapes in grid.items():
+            patches.append(Patch(si, gy * patch_size - off_y, gx * patch_size - off_x, shapes))
+        for ki, remaining in leftovers:
+            patches.extend(_anchor_patches(si, ki, section, remaining, patch_size, rng))
+    return patches
+
+
+def _group(gy: np.ndarray, gx: np.ndarray, members: np.ndarray):
+    if members.size == 0:
+        return []
+    key = gy * (gx.max() + 1) + gx
+    order = np.argsort(key, kind="stable")
+    key, members, gy, gx = key[order], members[order], gy[order], gx[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    return [((int(gy[a]), int(gx[a])), members[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
+def _anchor_patches(si: int, ki: int, section: Section, remaining: np.ndarray, patch_size: int, rng):
+    s = section.shape_sets[ki]
+    height, width = section.image.shape[:2]
+    remaining = remaining[rng.permutation(remaining.size)]
+    covered = np.zeros(remaining.size, bool)
+    out = []
+    for i in range(remaining.size):
+        if covered[i]:
+            continue
+        y0, y1, x0, x1 = s.bbox[remaining[i]]
+        if y1 - y0 > patch_size or x1 - x0 > patch_size:
+            covered[i] = True  # larger than a patch: cannot be supervised at this patch size
+            continue
+        py = _place(y0, y1, height, patch_size, rng)
+        px = _place(x0, x1, width, patch_size, rng)
+        b = s.bbox[remaining]
+        inside = (
+            ~covered & (b[:, 0] >= py) & (b[:, 1] <= py + patch_size) & (b[:, 2] >= px) & (b[:, 3] <= px + patch_size)
+        )
+        covered |= inside
+        out.append(Patch(si, py, px, [(ki, remaining[inside])]))
+    return out
+
+
+def _place(lo: int, hi: int, extent: int, patch_size: int, rng) -> int:
+    """Random patch start so that [lo, hi) is inside, preferring to stay inside [0, extent)."""
+    first, last = hi - patch_size, lo
+    if extent >= patch_size:
+        first, last = max(first, 0), min(last, extent - patch_size)
+    return int(rng.integers(first, last + 1)) if last >= first else int(lo)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+@dataclass
+class Batch:
+    """Tensors for one step."""
+
+    images: torch.Tensor  # (B, 3, P, P) float in [0, 1]
+    batch: torch.Tensor  # per span
+    row: torch.Tensor
+    x0: torch.Tensor
+    x1: torch.Tensor
+    shape: torch.Tensor  # per span: index into targets
+    targets: torch.Tensor  # (S, n_genes)
+    group: torch.Tensor  # (S,) shape-set id, for the per-group PCC
+
+    def to(self, device) -> Batch:
+        """Move every tensor."""
+        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+
+
+def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, groups: dict[str, int]) -> Batch:
+    """Stack patch images and their shapes' spans (shifted into patch coordinates) and targets."""
+    images = np.full((len(patches), patch_size, patch_size, 3), 255, np.uint8)
+    spans_b, spans_r, spans_x0, spans_x1, spans_s, targets, group = [], [], [], [], [], [], []
+    n_shapes = 0
+    for b, patch in enumerate(patches):
+        section = sections[patch.section]
+        y0, x0 = patch.y0, patch.x0
+        sy0, sx0 = max(y0, 0), max(x0, 0)
+        crop = section.image[sy0 : y0 + patch_size, sx0 : x0 + patch_size]
+        images[b, sy0 - y0 : sy0 - y0 + crop.shape[0], sx0 - x0 : sx0 - x0 + crop.shape[1]] = crop
+        for ki, members in patch.shapes:
+            s = section.shape_sets[ki]
+            starts, ends = s.offsets[members], s.offsets[members + 1]
+            counts = ends - starts
+            index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            spans_b.append(np.full(index.size, b))
+            spans_r.append(s.spans.row[index] - y0)
+            spans_x0.append(s.spans.x0[index] - x0)
+            spans_x1.append(s.spans.x1[index] - x0)
+            spans_s.append(n_shapes + np.repeat(np.arange(members.size), counts))
+            targets.append(s.targets[members])
+            group.append(np.full(members.size, groups[s.name]))
+            n_shapes += members.size
+    cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
+    return Batch(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255),
+        batch=cat(spans_b),
+        row=cat(spans_r),
+        x0=cat(spans_x0),
+        x1=cat(spans_x1),
+        shape=cat(spans_s),
+        targets=torch.from_numpy(np.concatenate(targets)),
+        group=cat(group),
+    )

@@ -1,0 +1,224 @@
+"""The training loop: sparse supervision of the dense map through the spots inside each patch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from .._spans import span_sums
+from ..model import PixNet
+from ._data import Batch, Section, make_batch, sample_patches
+from ._loss import pixnet_loss
+
+logger = logging.getLogger(__name__)
+
+_STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings (recorded in the model's config)."""
+
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    pcc_weight: float = 0.5
+    patience: int = 5
+    augment: bool = True
+    freeze_encoder: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda, mps or cpu, whichever is available first."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _augment(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
+    """Random rot90/flip per image plus mild brightness, contrast and saturation jitter."""
+    out, ops = [], []
+    for image in images:
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        image = torch.rot90(image, k, dims=(-2, -1))
+        if flip:
+            image = image.flip(-1)
+        brightness, contrast, saturation = rng.uniform(0.92, 1.08, 3)
+        mean = image.mean()
+        image = (image - mean) * contrast + mean * brightness
+        gray = image.mean(dim=0, keepdim=True)
+        image = (image - gray) * saturation + gray
+        out.append(image.clamp(0, 1))
+        ops.append((k, flip))
+    return torch.stack(out), ops
+
+
+def _undo(maps: torch.Tensor, ops: list[tuple[int, bool]]) -> torch.Tensor:
+    restored = []
+    for density, (k, flip) in zip(maps, ops, strict=True):
+        if flip:
+            density = density.flip(-1)
+        restored.append(torch.rot90(density, -k, dims=(-2, -1)))
+    return torch.stack(restored)
+
+
+def _predict_batch(model: PixNet, batch: Batch, ops=None, amp: bool = False) -> torch.Tensor:
+    device = batch.images.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        maps = model.network(batch.images)
+    if ops is not None:
+        maps = _undo(maps, ops)
+    sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, len(batch.targets))
+    return model.normalization.transform(sums)
+
+
+def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
+    """Per-gene mean density per pixel implied by the training targets."""
+    values, areas = [], []
+    for section in sections:
+        for s in section.shape_sets:
+            train = ~s.validation
+            values.append(model.normalization.inverse_transform(s.targets[train].astype(np.float64)))
+            areas.append(s.area_px[train])
+    return torch.from_numpy(np.concatenate(values).sum(axis=0) / np.concatenate(areas).sum()).float()
+
+
+def fit(
+    model: PixNet,
+    sections: list[Section],
+    config: TrainingConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> PixNet:
+    """Train ``model`` on ``sections`` (each shape's ``validation`` flag already set)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    amp = device.type == "cuda"
+    patch_size = model.config.patch_size
+    groups = {name: i for i, name in enumerate(sorted({s.name for sec in sections for s in sec.shape_sets}))}
+    network = model.network.to(device)
+    if config.freeze_encoder:
+        network.encoder.requires_grad_(False)
+    optimizer = torch.optim.Adam(
+        [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    start_epoch, best_loss, best_state, stale = 0, float("inf"), None, 0
+    if resume is not None:
+        start_epoch, best_loss, stale, rng = _restore(model, optimizer, Path(resume), device)
+        best_state = copy.deepcopy(network.state_dict())
+    else:
+        network.set_initial_density(initial_density(model, sections))
+    validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
+    has_validation = len(validation) > 0
+    model.config.training = asdict(config)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        network.train()
+        if config.freeze_encoder:
+            network.encoder.eval()  # frozen batch-norm statistics too
+        patches = sample_patches(sections, patch_size, validation=False, rng=rng)
+        order = rng.permutation(len(patches))
+        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0}
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for chosen in bar:
+            batch = make_batch(sections, [patches[i] for i in chosen], patch_size, groups).to(device)
+            ops = None
+            if config.augment:
+                batch.images, ops = _augment(batch.images, rng)
+            pred = _predict_batch(model, batch, ops, amp)
+            loss, parts = pixnet_loss(pred, batch.targets, batch.group, config.pcc_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key in totals:
+                totals[key] += parts[key] / len(batches)
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+        record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in totals.items()}}
+        if has_validation:
+            record.update(evaluate(model, sections, validation, groups, config, device))
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        model.history.append(record)
+        logger.info("epoch %d: %s", epoch + 1, record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        monitored = record.get("val_loss", record["train_loss"])
+        if monitored < best_loss:
+            best_loss, best_state, stale = monitored, copy.deepcopy(network.state_dict()), 0
+        else:
+            stale += 1
+        if checkpoint_dir is not None:
+            _checkpoint(model, optimizer, Path(checkpoint_dir), epoch + 1, best_loss, stale, rng)
+        if has_validation and stale >= config.patience:
+            logger.info("Early stopping after epoch %d (no validation improvement for %d epochs)", epoch + 1, stale)
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: PixNet, sections, patches, groups, config: TrainingConfig, device) -> dict:
+    """Validation loss and mean per-gene PCC (per shape set over all its held-out shapes, then averaged)."""
+    model.network.eval()
+    preds, targets, group_ids = [], [], []
+    for i in range(0, len(patches), config.batch_size):
+        batch = make_batch(sections, patches[i : i + config.batch_size], model.config.patch_size, groups).to(device)
+        preds.append(_predict_batch(model, batch, amp=device.type == "cuda"))
+        targets.append(batch.targets)
+        group_ids.append(batch.group)
+    pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)
+    _, parts = pixnet_loss(pred, target, group, config.pcc_weight)
+    return {"val_loss": parts["loss"], "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
+
+
+def _checkpoint(model, optimizer, folder: Path, epoch: int, best_loss: float, stale: int, rng) -> None:
+    model.save(folder / "last", overwrite=True)
+    state = {
+        "epoch": epoch,
+        "best_loss": best_loss,
+        "stale": stale,
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": rng.bit_generator.state,
+    }
+    tmp = folder / f".{_STATE}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / _STATE)
+
+
+def _restore(model: PixNet, optimizer, folder: Path, device) -> tuple[int, float, int, np.random.Generator]:
+    state_file = folder / _STATE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"No training checkpoint in {folder} (expected {_STATE} and last/).")
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    model.network.load_state_dict(load_file(folder / "last" / "model.safetensors"))
+    model.network.to(device)
+    optimizer.load_state_dict(state["optimizer"])
+    model.history = json.loads((folder / "last" / "config.json").read_text())["history"]
+    torch.set_rng_state(state["torch_rng"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["numpy_rng"]
+    logger.info("Resuming from epoch %d of %s", state["epoch"], folder)
+    return int(state["epoch"]), float(state["best_loss"]), int(state["stale"]), rng

@@ -1,0 +1,35 @@
+"""The PixNet loss: MSE + lambda * (1 - PCC), PCC per gene across the spots of a batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pearson_per_gene(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each column of ``pred`` with the same column of ``target`` -> ``(n_genes,)``.
+
+    A gene constant in ``target`` or ``pred`` gets 0.
+    """
+    p = pred - pred.mean(dim=0, keepdim=True)
+    t = target - target.mean(dim=0, keepdim=True)
+    return (p * t).sum(dim=0) / ((p.square().sum(dim=0) * t.square().sum(dim=0)).sqrt() + eps)
+
+
+def pixnet_loss(
+    pred: torch.Tensor, target: torch.Tensor, group: torch.Tensor, pcc_weight: float = 0.5
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE + ``pcc_weight`` * (1 - mean PCC).
+
+    The PCC is computed within each group (shape set: one bin size of one element) holding at least two
+    spots and averaged, so bins of different sizes are never correlated with each other.
+    """
+    mse = F.mse_loss(pred, target)
+    pccs = [
+        pearson_per_gene(pred[group == g], target[group == g]).mean()
+        for g in torch.unique(group)
+        if int((group == g).sum()) >= 2
+    ]
+    pcc = torch.stack(pccs).mean() if pccs else torch.zeros((), device=pred.device)
+    loss = mse + pcc_weight * (1 - pcc)
+    return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()), "pcc": float(pcc.detach())}

@@ -51,4 +51,6 @@ def test_area_scaling_makes_values_extensive():
     np.testing.assert_allclose(child_values.sum(), parent_value.sum())
     np.testing.assert_allclose(parent_value, [[0.4 * 4]])
     log_norm = Normalization("total_log", {"target_sum": 1.0, "reference_area_um2": 64.0})
-    np.testing.assert_allclose(log_norm.inverse_transform(normalize(parent, ["a"], log_norm, 256.0)), parent_value, rtol=1e-6)
+    np.testing.assert_allclose(
+        log_norm.inverse_transform(normalize(parent, ["a"], log_norm, 256.0)), parent_value, rtol=1e-6
+    )

@@ -130,6 +130,8 @@ def fit(
     validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
     has_validation = len(validation) > 0
     model.config.training = asdict(config)
+    if has_validation and resume is None:  # the untrained baseline, so that history shows what training gained
+        model.history.append({"epoch": 0, **evaluate(model, sections, validation, groups, config, device)})
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -148,6 +150,10 @@ def fit(
                 batch.images, ops = _augment(batch.images, rng)
             pred = _predict_batch(model, batch, ops, amp)
             loss, parts = pixnet_loss(pred, batch.targets, batch.group, config.pcc_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"The loss became {parts['loss']} in epoch {epoch + 1}; try a lower learning_rate."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

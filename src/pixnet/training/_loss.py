@@ -13,7 +13,8 @@ def pearson_per_gene(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
     """
     p = pred - pred.mean(dim=0, keepdim=True)
     t = target - target.mean(dim=0, keepdim=True)
-    return (p * t).sum(dim=0) / ((p.square().sum(dim=0) * t.square().sum(dim=0)).sqrt() + eps)
+    # clamp inside the sqrt: its derivative at 0 is infinite, which turned constant genes into NaN gradients
+    return (p * t).sum(dim=0) / (p.square().sum(dim=0) * t.square().sum(dim=0)).clamp_min(eps).sqrt()
 
 
 def pixnet_loss(

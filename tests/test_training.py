@@ -1,14 +1,12 @@
 """Training on the synthetic Visium HD sample learns morphology -> expression (checked against the truth)."""
 
-import anndata as ad
-import numpy as np
 import pytest
 import torch
 from conftest import read_visium_hd
 
 import pixnet
-from pixnet._spans import shape_spans, span_sums
-from pixnet.datasets import SyntheticTissue, synthetic_visium_hd
+from pixnet._spans import span_sums
+from pixnet.datasets import synthetic_truth, synthetic_visium_hd
 from pixnet.training._data import build_section, split_by_region
 from pixnet.training._loss import pearson_per_gene
 
@@ -18,21 +16,6 @@ SEED, N_GENES = 3, 16
 def _sum(density, spans, n):
     zeros = torch.zeros(len(spans), dtype=torch.long)
     return span_sums(density, zeros, *(torch.from_numpy(a) for a in (spans.row, spans.x0, spans.x1, spans.shape)), n)
-
-
-def _truth(sdata, shapes_name, genes, normalization):
-    """Noise-free targets of the measured bins: the generator's expected counts, normalised like the data."""
-    shapes = pixnet.resolve_inputs(sdata, shapes=shapes_name).shapes[pixnet.find_shapes(sdata, shapes_name)]
-    image = pixnet.resolve_inputs(sdata, shapes=shapes_name).image
-    tissue = SyntheticTissue(seed=SEED, n_genes=N_GENES, microns_per_pixel=image.microns_per_pixel)
-    _, labels = tissue.render(0, 0, *image.shape)
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), tissue.n_labels).permute(2, 0, 1)[None]
-    rows = shapes.shape_positions
-    spans = shape_spans("square", shapes.centres[rows], shapes.half_size[rows])
-    rates = tissue.expected_counts(_sum(onehot.float(), spans, len(rows)).numpy(), counts_per_um2=2.0)
-    table = ad.AnnData(rates.astype(np.float32))
-    table.var_names = tissue.gene_names
-    return pixnet.pp.normalize(table, genes, normalization, area_um2=shapes.size_um[rows] ** 2)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +35,11 @@ def trained(tmp_path_factory):
         seed=0,
         progress=False,
     )
-    return sdata, model
+    return folder, sdata, model
 
 
 def test_training_lowers_the_loss_and_records_history(trained):
-    _, model = trained
+    *_, model = trained
     history = model.history
     assert [h["epoch"] for h in history] == list(range(7))
     assert min(h["val_loss"] for h in history[1:]) < history[0]["val_loss"]
@@ -65,7 +48,7 @@ def test_training_lowers_the_loss_and_records_history(trained):
 
 
 def test_held_out_region_matches_the_synthetic_truth(trained):
-    sdata, model = trained
+    folder, sdata, model = trained
     section = build_section(
         sdata,
         name="s",
@@ -81,7 +64,8 @@ def test_held_out_region_matches_the_synthetic_truth(trained):
     bins = section.shape_sets[0]
     density = model.predict_tiles(torch.from_numpy(section.image).permute(2, 0, 1)[None])
     pred = model.normalization.transform(_sum(density, bins.spans, len(bins))).numpy()
-    truth = _truth(sdata, "bins_8um", model.genes, model.normalization)
+    expected = synthetic_truth(folder, sdata, "bins_8um")
+    truth = pixnet.pp.normalize(expected, model.genes, model.normalization, area_um2=64.0)
     held_out = bins.validation
     assert held_out.sum() > 100
     pcc = pearson_per_gene(torch.from_numpy(pred[held_out]), torch.from_numpy(truth[held_out]))

@@ -3,6 +3,7 @@
 from ._sections import her2st, read_st_section, stutility_mob
 from ._spots import synthetic_spots
 from ._tissue import SyntheticTissue
+from ._truth import synthetic_truth
 from ._visium import synthetic_visium
 from ._visium_hd import synthetic_visium_hd
 
@@ -12,6 +13,7 @@ __all__ = [
     "read_st_section",
     "stutility_mob",
     "synthetic_spots",
+    "synthetic_truth",
     "synthetic_visium",
     "synthetic_visium_hd",
 ]

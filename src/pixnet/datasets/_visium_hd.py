@@ -164,7 +164,7 @@ def synthetic_visium_hd(
             f"seed={seed} gives no tissue inside the {layout.size_um:g} µm capture area; try another seed."
         )
 
-    _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue)
+    _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue, counts_per_um2)
     logger.info("Wrote a synthetic Visium HD sample (%d x %d px) to %s", layout.width, layout.height, path)
     return path
 
@@ -256,7 +256,7 @@ def _block_mean(rgb: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
 
 
-def _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue) -> None:
+def _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue, counts_per_um2) -> None:
     mpp = layout.mpp
     common = {
         "microns_per_pixel": mpp,
@@ -287,5 +287,10 @@ def _write_images_and_metadata(path, dataset_id, layout, hires, lowres, tissue) 
     }
     with h5py.File(path / f"{dataset_id}_feature_slice.h5", "w") as f:
         f.attrs["metadata_json"] = json.dumps(metadata)
-    description = {**tissue.describe(), "layout": layout.describe(), "dataset_id": dataset_id}
+    description = {
+        **tissue.describe(),
+        "counts_per_um2": counts_per_um2,
+        "layout": layout.describe(),
+        "dataset_id": dataset_id,
+    }
     (path / "pixnet_synthetic.json").write_text(json.dumps(description))

@@ -160,7 +160,13 @@ def fit(
             for key in totals:
                 totals[key] += parts[key] / len(batches)
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
-        record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in totals.items()}}
+        record = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v for k, v in totals.items()},
+            "train_patches": len(patches),
+            "train_shapes": sum(m.size for p in patches for _, m in p.shapes),
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
         if has_validation:
             record.update(evaluate(model, sections, validation, groups, config, device))
         record["seconds"] = round(time.perf_counter() - started, 2)

@@ -217,3 +217,37 @@ def test_bad_training_arguments_fail_before_work(small_spots):
         pixnet.tl.train(small_spots, encoder="vgg", **TRAIN)
     with pytest.raises(ValueError, match="validation_sections"):
         pixnet.tl.train(small_spots, validation="section", **TRAIN)
+
+
+def test_several_sections_and_polygon_shapes_train_together(small_spots):
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    # a second section whose spots are given as polygons (as a cell segmentation would be)
+    other = pixnet.datasets.synthetic_spots("st", size_um=900, n_genes=12, seed=2, sample_id="st")
+    circles = other.shapes["st_spots"]
+    polygons = gpd.GeoDataFrame(geometry=circles.geometry.buffer(circles["radius"]), index=circles.index)
+    other.shapes["st_cells"] = ShapesModel.parse(polygons, transformations=get_transformation(circles, get_all=True))
+    table = other.tables["st_table"].copy()
+    table.obs["region"] = "st_cells"
+    del table.uns["spatialdata_attrs"]
+    del other.tables["st_table"]
+    other.tables["st_table"] = TableModel.parse(table, region="st_cells", region_key="region", instance_key="spot_id")
+    del other.shapes["st_spots"]
+    model = pixnet.tl.train(
+        [small_spots, other],
+        epochs=1,
+        validation="section",
+        validation_sections=["st_image"],
+        **(TRAIN | {"patch_size": 128}),
+    )
+    first = model.history[-1]
+    assert first["train_shapes"] == small_spots["synthetic_visium_table"].n_obs  # the held-out section is not trained
+    assert np.isfinite(first["val_loss"])
+    with pytest.raises(ValueError, match="not among"):
+        pixnet.tl.train(
+            [small_spots, other], validation="section", validation_sections=["nope"], **(TRAIN | {"patch_size": 128})
+        )
+    with pytest.raises(ValueError, match="more than patch_size=96"):
+        pixnet.tl.train(other, **TRAIN)  # 100 µm spots do not fit 96 px patches at 1 µm/px

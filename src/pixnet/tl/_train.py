@@ -188,6 +188,15 @@ def train(
         )
         for o, r, t, name in zip(objects, resolved, tables, names, strict=True)
     ]
+    for section in sections:
+        for s in section.shape_sets:
+            extent = int(max((s.bbox[:, 1] - s.bbox[:, 0]).max(), (s.bbox[:, 3] - s.bbox[:, 2]).max()))
+            if extent > patch_size:
+                raise ValueError(
+                    f"Shapes {s.name!r} of section {section.name!r} span up to {extent} px at {microns_per_pixel:g} "
+                    f"µm/px, more than patch_size={patch_size}; use a larger patch_size or a coarser "
+                    "microns_per_pixel."
+                )
     if validation == "region":
         split_by_region(sections, validation_fraction)
     elif validation == "section":

@@ -152,6 +152,8 @@ def resolve_inputs(
     level: int | None = None,
     target_microns_per_pixel: float | None = None,
     require_table: bool = False,
+    rgb: bool = True,
+    require_pixel_size: bool = True,
 ) -> ResolvedInputs:
     """Resolve and validate an image, its pixel size, shapes and their measured table.
 
@@ -165,7 +167,7 @@ def resolve_inputs(
     shapes
         Shapes element name(s). Aliases for Visium HD bins work: ``"bins_2um"``, ``"2um"``,
         ``"square_002um"`` find ``"{dataset_id}_square_002um"``. Optional when ``table`` names the shapes or
-        there is only one shapes element.
+        there is only one shapes element; ``[]`` resolves the image alone.
     table
         Table of measured expression; by default the one table that annotates each shapes element (none is
         fine: the shapes are then unmeasured).
@@ -186,6 +188,10 @@ def resolve_inputs(
         Working resolution used to choose ``level``.
     require_table
         Refuse shapes without a measured table (for training).
+    rgb
+        Require an RGB(A) H&E image; ``False`` accepts any channels (e.g. a dense map to aggregate).
+    require_pixel_size
+        ``False`` resolves an unknown pixel size to NaN instead of refusing (geometry does not need it).
 
     Returns
     -------
@@ -207,9 +213,14 @@ def resolve_inputs(
     cs = _coordinate_system(sdata, image_name, shape_names, coordinate_system)
     tables = {name: _table_for(sdata, name, table, require_table) for name in shape_names}
 
-    um_per_cs_unit, source = _microns_per_cs_unit(
-        sdata, image_name, shape_names, tables, cs, microns_per_pixel, spot_diameter_um
-    )
+    try:
+        um_per_cs_unit, source = _microns_per_cs_unit(
+            sdata, image_name, shape_names, tables, cs, microns_per_pixel, spot_diameter_um
+        )
+    except _PixelSizeUnknown:
+        if require_pixel_size:
+            raise
+        um_per_cs_unit, source = float("nan"), "unknown"
     levels = _levels(sdata.images[image_name])
     level0_to_cs = _affine(sdata.images[image_name], cs)
     level0_mpp = um_per_cs_unit * _linear_scale(level0_to_cs, f"image {image_name!r}")
@@ -217,7 +228,7 @@ def resolve_inputs(
         level = _choose_level(levels, level0_mpp, target_microns_per_pixel)
     if not 0 <= level < len(levels):
         raise ValueError(f"Image {image_name!r} has levels 0..{len(levels) - 1}; got level={level}.")
-    data = _rgb(levels[level], image_name)
+    data = _rgb(levels[level], image_name) if rgb else levels[level].transpose("c", "y", "x")
     level_scale = np.diag([levels[0].sizes["x"] / data.sizes["x"], levels[0].sizes["y"] / data.sizes["y"], 1.0])
     pixel_to_cs = level0_to_cs @ level_scale
     resolved_image = ResolvedImage(
@@ -263,6 +274,8 @@ def bin_shapes(sdata: SpatialData) -> list[str]:
 
 
 def _shape_names(sdata: SpatialData, shapes: str | list[str] | None, table: str | None) -> list[str]:
+    if isinstance(shapes, list | tuple) and len(shapes) == 0:
+        return []
     if not sdata.shapes:
         raise ValueError("The SpatialData object has no shapes element (spots, bins or cells); add one first.")
     if shapes is None:
@@ -289,7 +302,10 @@ def _image_name(sdata: SpatialData, image: str | None, shape_names: list[str]) -
         return image
     if not sdata.images:
         raise ValueError("The SpatialData object has no image element; pixnet needs the H&E image.")
-    shape_cs = set.intersection(*(set(get_transformation(sdata.shapes[s], get_all=True)) for s in shape_names))
+    if not shape_names:
+        shape_cs = set.union(*(set(get_transformation(sdata.images[n], get_all=True)) for n in sdata.images))
+    else:
+        shape_cs = set.intersection(*(set(get_transformation(sdata.shapes[s], get_all=True)) for s in shape_names))
     candidates = [n for n in sdata.images if shape_cs & set(get_transformation(sdata.images[n], get_all=True))]
     if not candidates:
         raise ValueError(
@@ -365,7 +381,8 @@ def _table_for(sdata: SpatialData, shapes: str, table: str | None, required: boo
                 "spatialdata.models.TableModel.parse."
             )
         return table
-    found = [t for t in sdata.tables if shapes in _regions(sdata.tables[t])]
+    # tables pixnet wrote (predictions, aggregates) are not measurements
+    found = [t for t in sdata.tables if shapes in _regions(sdata.tables[t]) and "pixnet" not in sdata.tables[t].uns]
     if len(found) > 1:
         raise ValueError(f"Several tables {found} annotate shapes {shapes!r}: pass table=.")
     if not found and required:
@@ -501,7 +518,7 @@ def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit, spot_d
                 )
         return value, source
     if not estimates:
-        raise ValueError(
+        raise _PixelSizeUnknown(
             f"The pixel size of image {image!r} is unknown: no microns_per_pixel in its attrs, no Visium "
             "scalefactors in the tables, no Visium HD bin shapes. Pass microns_per_pixel= (µm per pixel of the "
             "full-resolution level), or spot_diameter_um= (e.g. 55 for Visium spots)."
@@ -514,6 +531,10 @@ def _microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit, spot_d
                 f"gives {other * image_scale:.4g}. Pass microns_per_pixel= to decide."
             )
     return value, source
+
+
+class _PixelSizeUnknown(ValueError):
+    pass
 
 
 def _scalefactor_mpp(table: ad.AnnData) -> float | None:

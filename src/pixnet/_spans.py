@@ -129,3 +129,23 @@ def span_sums(
     values = cumulative[batch, :, row, x1] - cumulative[batch, :, row, x0]
     out = torch.zeros(n_shapes, density.shape[1], dtype=values.dtype, device=density.device)
     return out.index_add_(0, shape, values)
+
+
+def resolved_spans(shapes, factor: float = 1.0, origin=(0.0, 0.0), rows: np.ndarray | None = None):
+    """Spans of resolved shapes (see :class:`pixnet.ResolvedShapes`) scaled by ``factor`` and shifted by ``origin``.
+
+    Returns
+    -------
+    The spans (sorted by shape), the centres and the areas in the new pixel frame.
+
+    """
+    rows = np.arange(len(shapes)) if rows is None else rows
+    origin = np.asarray(origin, float)
+    centres = shapes.centres[rows] * factor - origin
+    if shapes.kind == "polygon":
+        matrix = [factor, 0, 0, factor, -origin[0], -origin[1]]
+        geometry = shapes.polygons.iloc[rows].affine_transform(matrix).to_numpy()
+        return shape_spans("polygon", polygons=geometry), centres, shapely.area(geometry)
+    half = shapes.half_size[rows] * factor
+    area = np.pi * half**2 if shapes.kind == "circle" else (2 * half) ** 2
+    return shape_spans(shapes.kind, centres, half), centres, area

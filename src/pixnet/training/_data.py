@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 import torch
-import torch.nn.functional as F
 from spatialdata import SpatialData
 
-from .._inputs import ResolvedShapes, resolve_inputs
-from .._spans import Spans, shape_spans
+from .._inputs import resolve_inputs
+from .._raster import read_resampled
+from .._spans import Spans, resolved_spans
 from ..pp import Normalization, normalize
 
 logger = logging.getLogger(__name__)
@@ -43,18 +43,6 @@ class Section:
     image: np.ndarray  # (H, W, 3) uint8
     shape_sets: list[ShapeSet]
     microns_per_pixel: float
-
-
-def _scaled_spans(shapes: ResolvedShapes, factor: float, origin: np.ndarray) -> tuple[Spans, np.ndarray, np.ndarray]:
-    rows = shapes.shape_positions
-    centres = shapes.centres[rows] * factor - origin
-    if shapes.kind == "polygon":
-        matrix = [factor, 0, 0, factor, -origin[0], -origin[1]]
-        geometry = shapes.polygons.iloc[rows].affine_transform(matrix).to_numpy()
-        return shape_spans("polygon", polygons=geometry), centres, shapely.area(geometry)
-    half = shapes.half_size[rows] * factor
-    area = np.pi * half**2 if shapes.kind == "circle" else (2 * half) ** 2
-    return shape_spans(shapes.kind, centres, half), centres, area
 
 
 def _span_bbox(spans: Spans, n: int) -> np.ndarray:
@@ -117,46 +105,13 @@ def build_section(
 
     shape_sets = []
     for s in inputs.shapes.values():
-        spans, centres, area_px = _scaled_spans(s, factor, origin)
+        spans, centres, area_px = resolved_spans(s, factor, origin, rows=s.shape_positions)
         area_um2 = area_px * microns_per_pixel**2
         targets = normalize(s.table, genes, normalization, area_um2=area_um2)
-        order = np.argsort(spans.shape, kind="stable")
-        spans = Spans(spans.shape[order], spans.row[order], spans.x0[order], spans.x1[order])
         n = len(centres)
         shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), _span_bbox(spans, n), centres, area_px, targets))
         logger.info("Section %s: %d measured shapes of %r", name, n, s.name)
     return Section(name, crop, shape_sets, microns_per_pixel)
-
-
-def read_resampled(data, box: tuple[int, int, int, int], factor: float, strip_px: int = 2048) -> np.ndarray:
-    """Read ``box`` (in working pixels) of a dask-backed ``(c, y, x)`` image, resampled by ``factor``.
-
-    Works in strips, so memory stays near the size of the output.
-    """
-    y0, y1, x0, x1 = box
-    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-    src_x0, src_x1 = int(np.floor(x0 / factor)), int(np.ceil(x1 / factor))
-    for sy in range(y0, y1, strip_px):
-        sy1 = min(sy + strip_px, y1)
-        src_y0, src_y1 = int(np.floor(sy / factor)), int(np.ceil(sy1 / factor))
-        block = np.asarray(data[:3, src_y0 : min(src_y1 + 1, data.shape[1]), src_x0 : min(src_x1 + 1, data.shape[2])])
-        tensor = torch.from_numpy(_to_uint8(block)).float().unsqueeze(0)
-        if factor != 1.0:
-            size = (round(tensor.shape[-2] * factor), round(tensor.shape[-1] * factor))
-            tensor = F.interpolate(tensor, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
-        oy, ox = round(src_y0 * factor), round(src_x0 * factor)
-        part = tensor[0, :, sy - oy : sy - oy + (sy1 - sy), x0 - ox : x0 - ox + (x1 - x0)]
-        part = F.pad(part, (0, (x1 - x0) - part.shape[-1], 0, (sy1 - sy) - part.shape[-2]), value=255.0)
-        out[sy - y0 : sy1 - y0] = part.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
-    return out
-
-
-def _to_uint8(block: np.ndarray) -> np.ndarray:
-    if block.dtype == np.uint8:
-        return block
-    if np.issubdtype(block.dtype, np.floating):
-        return (np.clip(block, 0, 1) * 255).round().astype(np.uint8)
-    return (block.astype(np.float64) / np.iinfo(block.dtype).max * 255).round().astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ splits

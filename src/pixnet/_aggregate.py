@@ -1,0 +1,110 @@
+"""Streaming aggregation of a (lazy) map into shapes: one task per chunk, each reduced to per-shape sums.
+
+Shapes are row spans in the map's pixel frame. Spans are cut at chunk borders and every piece goes to the one
+chunk that holds its pixels, so a shape crossing chunk borders is counted exactly once. A task holds one chunk
+and returns only the sums of the shapes it touches; results are folded into the output as batches of tasks
+finish, so memory is bounded by a few chunks plus the output. Under a ``dask.distributed`` client the tasks
+run on its workers unchanged.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._spans import Spans, span_sums
+
+__all__ = ["aggregate_spans"]
+
+
+def _clip(spans: Spans, height: int, width: int) -> Spans:
+    x0, x1 = np.clip(spans.x0, 0, width), np.clip(spans.x1, 0, width)
+    keep = (spans.row >= 0) & (spans.row < height) & (x1 > x0)
+    return Spans(spans.shape[keep], spans.row[keep], x0[keep], x1[keep])
+
+
+def _split_at(spans: Spans, bounds: np.ndarray) -> tuple[Spans, np.ndarray]:
+    """Cut spans at the x chunk boundaries; returns the pieces and their chunk column."""
+    first = np.searchsorted(bounds, spans.x0, side="right") - 1
+    last = np.searchsorted(bounds, spans.x1 - 1, side="right") - 1
+    n = last - first + 1
+    index = np.repeat(np.arange(len(spans)), n)
+    column = np.repeat(first, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+    x0 = np.maximum(spans.x0[index], bounds[column])
+    x1 = np.minimum(spans.x1[index], bounds[column + 1])
+    return Spans(spans.shape[index], spans.row[index], x0, x1), column
+
+
+def _chunk_sums(block: np.ndarray, row, x0, x1, shape) -> tuple[np.ndarray, np.ndarray]:
+    ids, local = np.unique(shape, return_inverse=True)
+    tensor = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).unsqueeze(0)
+    to = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
+    sums = span_sums(tensor, torch.zeros(len(row), dtype=torch.long), to(row), to(x0), to(x1), to(local), len(ids))
+    return ids, sums.double().numpy()
+
+
+def aggregate_spans(
+    image: da.Array,
+    spans: Spans,
+    n_shapes: int,
+    *,
+    agg: str = "sum",
+    batch_tasks: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Sum (or mean) of a ``(c, y, x)`` dask array over each shape's spans -> ``(n_shapes, c)`` float64.
+
+    Pixels outside the array are ignored; a shape entirely outside gets 0 (``agg="sum"``) or NaN (``"mean"``).
+    """
+    if agg not in ("sum", "mean"):
+        raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}.")
+    image = image.rechunk({0: -1})
+    _, height, width = image.shape
+    spans = _clip(spans, height, width)
+    x_bounds = np.concatenate([[0], np.cumsum(image.chunks[2])])
+    y_bounds = np.concatenate([[0], np.cumsum(image.chunks[1])])
+    pieces, column = _split_at(spans, x_bounds)
+    chunk_row = np.searchsorted(y_bounds, pieces.row, side="right") - 1
+    key = chunk_row * len(image.chunks[2]) + column
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(key)]
+    blocks = image.to_delayed()
+    tasks = []
+    for a, b in zip(starts, ends, strict=True):
+        cy, cx = divmod(int(key[a]), len(image.chunks[2]))
+        sel = order[a:b]
+        tasks.append(
+            dask.delayed(_chunk_sums)(
+                blocks[0, cy, cx],
+                pieces.row[sel] - y_bounds[cy],
+                pieces.x0[sel] - x_bounds[cx],
+                pieces.x1[sel] - x_bounds[cx],
+                pieces.shape[sel],
+            )
+        )
+    out = np.zeros((n_shapes, image.shape[0]))
+    batch_tasks = batch_tasks or _default_batch()
+    for i in tqdm(range(0, len(tasks), batch_tasks), desc="aggregating", disable=not progress, unit="batch"):
+        for ids, sums in dask.compute(*tasks[i : i + batch_tasks]):
+            out[ids] += sums
+    if agg == "mean":
+        n_pixels = np.bincount(spans.shape, weights=spans.x1 - spans.x0, minlength=n_shapes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = out / n_pixels[:, None]
+    return out
+
+
+def _default_batch() -> int:
+    try:
+        from distributed import get_client
+
+        return max(4, 2 * len(get_client().scheduler_info()["workers"]))
+    except (ImportError, ValueError):
+        import os
+
+        return max(4, 2 * (os.cpu_count() or 1))

@@ -1,0 +1,67 @@
+"""The dense map as a lazy dask array: one task per tile, each reading its window of the image with a halo."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+
+from ._inputs import ResolvedImage
+from ._raster import resample_window, source_box
+
+__all__ = ["lazy_dense_map"]
+
+_ALIGN = 32  # the network's stride: windows start on this grid so tiles see the same downsampling grid
+
+
+def _predict_block(model, source, src_origin, window, core, factor: float, dtype: str) -> np.ndarray:
+    image = resample_window(np.asarray(source), src_origin, window, factor)
+    tile = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+    density = model.predict_tiles(tile)[0]
+    y0, x0 = core[0] - window[0], core[2] - window[2]
+    crop = density[:, y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]]
+    return crop.cpu().numpy().astype(dtype, copy=False)
+
+
+def map_shape(image: ResolvedImage, microns_per_pixel: float) -> tuple[int, int, float]:
+    """Height and width of the map at ``microns_per_pixel`` covering ``image``, and map pixels per image pixel."""
+    factor = image.microns_per_pixel / microns_per_pixel
+    height, width = image.shape
+    return int(np.ceil(height * factor - 1e-9)), int(np.ceil(width * factor - 1e-9)), factor
+
+
+def lazy_dense_map(
+    model, image: ResolvedImage, tile_size: int = 512, halo: int = 64, dtype: str = "float32"
+) -> tuple[da.Array, float]:
+    """The model's dense map over ``image`` as a dask array ``(n_genes, height, width)``.
+
+    Each ``tile_size`` chunk is one task: it reads the tile plus ``halo`` pixels on every side from the image
+    level, resampled to the model's resolution, runs the network and keeps the centre, so the map does not
+    show tile seams. The model runs once per chunk when the array is computed chunk by chunk.
+
+    Returns
+    -------
+    The map and its pixels per image-level pixel.
+
+    """
+    if tile_size % _ALIGN or halo % _ALIGN:
+        raise ValueError(f"tile_size and halo must be multiples of {_ALIGN}, got {tile_size} and {halo}.")
+    height, width, factor = map_shape(image, model.microns_per_pixel)
+    source = image.data.data
+    model_key = dask.delayed(model, pure=True, traverse=False)
+    n_genes = len(model.genes)
+    rows = []
+    for y0 in range(0, height, tile_size):
+        row = []
+        for x0 in range(0, width, tile_size):
+            core = (y0, min(y0 + tile_size, height), x0, min(x0 + tile_size, width))
+            window = (max(y0 - halo, 0), min(core[1] + halo, height), max(x0 - halo, 0), min(core[3] + halo, width))
+            sy0, sy1, sx0, sx1 = source_box(window, factor, image.shape)
+            task = dask.delayed(_predict_block, pure=True)(
+                model_key, source[:3, sy0:sy1, sx0:sx1], (sy0, sx0), window, core, factor, dtype
+            )
+            shape = (n_genes, core[1] - core[0], core[3] - core[2])
+            row.append(da.from_delayed(task, shape=shape, dtype=dtype))
+        rows.append(row)
+    return da.block([rows]), factor

@@ -1,0 +1,232 @@
+"""``pixnet.tl.predict`` and ``pixnet.tl.aggregate``: the lazy dense map and its read-out into any shapes."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import shapely
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, TableModel, get_table_keys
+from spatialdata.transformations import Scale, Sequence, get_transformation
+
+from .._aggregate import aggregate_spans
+from .._dense import lazy_dense_map
+from .._inputs import ResolvedShapes, resolve_inputs
+from .._registry import recall
+from .._spans import resolved_spans
+from ..model import PixNet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["aggregate", "predict"]
+
+
+def _map_transformations(sdata: SpatialData, image_name: str, level0_px_per_map_px: float) -> dict:
+    """The image's transformations, preceded by the map-to-image scale: the map lies exactly over the image."""
+    scale = Scale([level0_px_per_map_px] * 2, axes=("x", "y"))
+    return {cs: Sequence([scale, t]) for cs, t in get_transformation(sdata.images[image_name], get_all=True).items()}
+
+
+def _instance_centres(sdata: SpatialData, name: str) -> np.ndarray:
+    """Shape centres in the element's own coordinates (what spatialdata-io stores in ``obsm['spatial']``)."""
+    geometry = sdata.shapes[name].geometry.to_numpy()
+    return shapely.get_coordinates(shapely.centroid(geometry))
+
+
+def _shape_table(sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, uns: dict) -> ad.AnnData:
+    """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
+    n = len(shapes)
+    if shapes.table is not None:
+        measured = shapes.shape_positions
+        rest = np.setdiff1d(np.arange(n), measured)
+        order = np.concatenate([measured, rest])
+        _, region_key, instance_key = get_table_keys(shapes.table)
+        obs = shapes.table.obs.drop(columns=[region_key]).copy()  # keeps e.g. array_row / array_col
+        if len(rest):
+            extra = pd.DataFrame({instance_key: shapes.index[rest].to_numpy()}, index=[f"unmeasured_{i}" for i in rest])
+            obs = pd.concat([obs, extra])
+    else:
+        order = np.arange(n)
+        region_key, instance_key = "region", "instance_id"
+        obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
+    obs[region_key] = pd.Categorical([shapes.name] * n)
+    table = ad.AnnData(X=values[order].astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
+    table.obsm["spatial"] = _instance_centres(sdata, shapes.name)[order]
+    table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
+    return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
+
+
+def _check_free(sdata: SpatialData, names: list[str], overwrite: bool) -> None:
+    taken = [n for n in names if n in sdata.images or n in sdata.tables or n in sdata.shapes]
+    if taken and not overwrite:
+        raise ValueError(f"Elements {taken} exist already; pass overwrite=True to replace them, or another key_added.")
+
+
+def predict(
+    sdata: SpatialData,
+    shapes: str | list[str] | None = None,
+    model: PixNet | None = None,
+    *,
+    image: str | None = None,
+    key_added: str = "pixnet",
+    tile_size: int = 512,
+    halo: int = 64,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+    copy: bool = False,
+    resolve_kwargs: dict | None = None,
+) -> dict | None:
+    """Predict the dense expression map of an image and read it out for shapes.
+
+    Adds the map as the image element ``{key_added}_map`` (channels = the model's genes, dims ``c, y, x``): a lazy,
+    dask-backed array at the model's resolution, one task per ``tile_size`` chunk (each reading its tile plus
+    ``halo`` pixels of context), with the image's transformations preceded by the map-to-image scale, so it lies
+    exactly over the image in every coordinate system. Nothing is computed until the map is read.
+
+    For each shape set, the map is summed over every shape's pixels (Eq. 9), streaming chunk by chunk, and the
+    result is added as the table ``{key_added}_{shapes}`` annotating those shapes: the model's genes as ``var``,
+    values in the model's target units (compare with ``pixnet.pp.normalize(measured, model.genes,
+    model.normalization, area_um2=...)``), ``obsm['spatial']``, and, where the shapes have a measured table,
+    its rows first and in its order.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object.
+    shapes
+        Shape set(s) to read out (names or bin aliases such as ``"bins_2um"``); ``None`` adds the map only.
+    model
+        A trained model; by default the one :func:`pixnet.tl.train` recorded for ``sdata``.
+    image
+        The H&E image element (see :func:`pixnet.resolve_inputs`).
+    key_added
+        Prefix of the new elements.
+    tile_size, halo
+        Chunk side and context on each side, in map pixels (multiples of 32).
+    dtype
+        Map dtype: ``"float32"``, or ``"float16"`` to halve its size when written.
+    overwrite
+        Replace existing elements of the same names.
+    progress
+        Show a progress bar.
+    copy
+        Return ``{"map": ..., "tables": {...}}`` instead of adding the elements to ``sdata``.
+    resolve_kwargs
+        Extra arguments for :func:`pixnet.resolve_inputs`.
+
+    Returns
+    -------
+    ``None``, or the new elements with ``copy=True``.
+
+    Examples
+    --------
+    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
+    >>> sdata["pixnet_square_002um"]  # doctest: +SKIP
+
+    """
+    model = model or recall(sdata)
+    if model is None:
+        raise ValueError("No model given and none was trained on this object; pass model= (e.g. PixNet.load(path)).")
+    shape_list = [] if shapes is None else ([shapes] if isinstance(shapes, str) else list(shapes))
+    inputs = resolve_inputs(
+        sdata, image, shape_list, target_microns_per_pixel=model.microns_per_pixel, **(resolve_kwargs or {})
+    )
+    map_name = f"{key_added}_map"
+    table_names = {name: f"{key_added}_{name}" for name in inputs.shapes}
+    if not copy:
+        _check_free(sdata, [map_name, *table_names.values()], overwrite)
+
+    dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
+    level0_per_level = _levels_ratio(sdata, inputs.image)
+    transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
+    map_element = Image2DModel.parse(dense, dims=("c", "y", "x"), c_coords=model.genes, transformations=transformations)
+
+    tables = {}
+    for name, resolved in inputs.shapes.items():
+        spans, _, _ = resolved_spans(resolved, factor)
+        sums = aggregate_spans(dense, spans, len(resolved), progress=progress)
+        values = model.normalization.transform(sums)
+        uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
+        tables[table_names[name]] = _shape_table(sdata, resolved, values, model.genes, uns)
+        logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
+    if copy:
+        return {"map": map_element, "tables": tables}
+    for name in [map_name, *tables]:
+        for container in (sdata.images, sdata.tables):
+            if name in container:
+                del container[name]
+    sdata.images[map_name] = map_element
+    for name, table in tables.items():
+        sdata.tables[name] = table
+    return None
+
+
+def _levels_ratio(sdata: SpatialData, image) -> float:
+    """Level-0 pixels per pixel of the resolved level."""
+    from .._inputs import _levels
+
+    levels = _levels(sdata.images[image.name])
+    return levels[0].sizes["x"] / levels[image.level].sizes["x"]
+
+
+def aggregate(
+    sdata: SpatialData,
+    image: str,
+    shapes: str | list[str],
+    *,
+    agg: str = "sum",
+    key_added: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    copy: bool = False,
+) -> dict | None:
+    """Aggregate any image element (e.g. a dense map) over shapes, streaming chunk by chunk.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object.
+    image
+        Image element to aggregate (all channels; level 0 of a pyramid).
+    shapes
+        Shape set(s) (names or bin aliases); circles, squares and polygons.
+    agg
+        ``"sum"`` over the pixels whose centres lie inside each shape, or their ``"mean"``.
+    key_added
+        Tables are named ``{key_added}_{shapes}`` (default ``{image}_{agg}``).
+    overwrite
+        Replace existing tables.
+    progress
+        Show a progress bar.
+    copy
+        Return the tables instead of adding them.
+
+    Returns
+    -------
+    ``None``, or ``{name: table}`` with ``copy=True``.
+
+    """
+    shape_list = [shapes] if isinstance(shapes, str) else list(shapes)
+    inputs = resolve_inputs(sdata, image, shape_list, level=0, rgb=False, require_pixel_size=False)
+    prefix = key_added or f"{image}_{agg}"
+    names = {name: f"{prefix}_{name}" for name in inputs.shapes}
+    if not copy:
+        _check_free(sdata, list(names.values()), overwrite)
+    data = inputs.image.data
+    tables = {}
+    for name, resolved in inputs.shapes.items():
+        spans, _, _ = resolved_spans(resolved)
+        values = aggregate_spans(data.data, spans, len(resolved), agg=agg, progress=progress)
+        uns = {"image": image, "agg": agg}  # the "pixnet" key marks the table as derived, not measured
+        tables[names[name]] = _shape_table(sdata, resolved, values, [str(c) for c in data.coords["c"].values], uns)
+    if copy:
+        return tables
+    for name, table in tables.items():
+        if name in sdata.tables:
+            del sdata.tables[name]
+        sdata.tables[name] = table
+    return None

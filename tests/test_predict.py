@@ -1,0 +1,161 @@
+import dask.array as da
+import numpy as np
+import pytest
+import shapely
+from spatialdata.transformations import get_transformation
+
+import pixnet
+from pixnet._aggregate import aggregate_spans
+from pixnet._spans import shape_spans
+
+TRAIN = {"decoder_width": 16, "patch_size": 96, "n_top_genes": 6, "batch_size": 4, "progress": False, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, n_genes=12, seed=5)
+    return pixnet.tl.train(sdata, **TRAIN)
+
+
+def _brute(values: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    return np.stack([values[:, m].sum(axis=1) for m in masks])
+
+
+def test_shapes_crossing_chunk_borders_are_counted_once():
+    rng = np.random.default_rng(0)
+    values = rng.random((3, 70, 90))
+    image = da.from_array(values, chunks=(3, 16, 20))  # many borders
+    centres = rng.uniform(0, 90, (40, 2)) * [1, 70 / 90]
+    half = rng.uniform(1, 14, 40)
+    yy, xx = np.mgrid[:70, :90] + 0.5
+    for kind in ("square", "circle"):
+        spans = shape_spans(kind, centres, half)
+        got = aggregate_spans(image, spans, 40, progress=False)
+        if kind == "square":
+            masks = [
+                (xx >= x - h) & (xx < x + h) & (yy >= y - h) & (yy < y + h)
+                for (x, y), h in zip(centres, half, strict=True)
+            ]
+        else:
+            masks = [(xx - x) ** 2 + (yy - y) ** 2 <= h**2 for (x, y), h in zip(centres, half, strict=True)]
+        np.testing.assert_allclose(got, _brute(values, masks), rtol=1e-5, atol=1e-4)
+    ones = da.ones((1, 70, 90), chunks=(1, 7, 9))
+    spans = shape_spans("square", np.array([[45.0, 35.0]]), np.array([20.0]))
+    assert aggregate_spans(ones, spans, 1, progress=False)[0, 0] == 40 * 40  # every pixel exactly once
+
+
+def test_polygon_aggregation_equals_brute_force():
+    rng = np.random.default_rng(1)
+    values = rng.random((2, 60, 60))
+    image = da.from_array(values, chunks=(1, 13, 17))
+    polygons = [
+        shapely.Polygon(rng.uniform(5, 55, (6, 2))).convex_hull,
+        shapely.Point(30, 30).buffer(15).difference(shapely.Point(30, 30).buffer(6)),
+        shapely.MultiPolygon([shapely.box(2, 2, 10, 9), shapely.box(40, 41, 58.5, 59)]),
+    ]
+    got = aggregate_spans(image, shape_spans("polygon", polygons=np.array(polygons, dtype=object)), 3, progress=False)
+    yy, xx = np.mgrid[:60, :60] + 0.5
+    masks = [shapely.contains_xy(p, xx, yy) for p in polygons]
+    np.testing.assert_allclose(got, _brute(values, masks), rtol=1e-5, atol=1e-4)
+    mean = aggregate_spans(
+        image, shape_spans("polygon", polygons=np.array(polygons, dtype=object)), 3, agg="mean", progress=False
+    )
+    np.testing.assert_allclose(mean, _brute(values, masks) / np.array([m.sum() for m in masks])[:, None], rtol=1e-5)
+
+
+def test_tiled_map_matches_untiled(model):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=12, seed=6)
+    whole = pixnet.tl.predict(sdata, model=model, tile_size=512, halo=0, copy=True, progress=False)["map"]
+    tiled = pixnet.tl.predict(sdata, model=model, tile_size=64, halo=96, copy=True, progress=False)["map"]
+    assert whole.shape == tiled.shape == (len(model.genes), 300, 300)
+    a, b = whole.values, tiled.values
+    # convolutions see the same context given the halo; the kernelised attention is global, so allow a little
+    assert np.abs(a - b).max() / np.abs(a).max() < 0.05
+    assert np.abs(a - b).mean() / np.abs(a).mean() < 0.01
+
+
+def test_predict_adds_lazy_map_and_tables(hd_sdata, model):
+    pixnet.tl.predict(hd_sdata, shapes=["bins_2um", "bins_8um"], model=model, tile_size=128, halo=32, progress=False)
+    dense = hd_sdata.images["pixnet_map"]
+    assert isinstance(dense.data, da.Array) and list(dense.coords["c"].values) == model.genes
+    table = hd_sdata.tables["pixnet_synthetic_square_002um"]
+    measured = hd_sdata.tables["square_002um"]
+    assert list(table.obs_names[: measured.n_obs]) == list(measured.obs_names)
+    assert list(table.var_names) == model.genes and table.obsm["spatial"].shape == (table.n_obs, 2)
+    np.testing.assert_allclose(table.obsm["spatial"][: measured.n_obs], measured.obsm["spatial"], atol=1e-6)
+    with pytest.raises(ValueError, match="exist already"):
+        pixnet.tl.predict(hd_sdata, shapes="bins_2um", model=model, progress=False)
+    # the map sums are additive: 2 µm bins add up to their 8 µm bin
+    pixnet.tl.aggregate(hd_sdata, "pixnet_map", ["bins_2um", "bins_8um"], progress=False)
+    small, large = (
+        hd_sdata.tables["pixnet_map_sum_synthetic_square_002um"],
+        hd_sdata.tables["pixnet_map_sum_synthetic_square_008um"],
+    )
+    parent_of = {tuple(rc): i for i, rc in enumerate(large.obs[["array_row", "array_col"]].astype(int).to_numpy())}
+    parent = np.array(
+        [parent_of[tuple(rc)] for rc in small.obs[["array_row", "array_col"]].astype(int).to_numpy() // 4]
+    )
+    summed = np.zeros_like(large.X)
+    np.add.at(summed, parent, small.X)
+    np.testing.assert_allclose(summed, large.X, rtol=1e-4)
+
+
+def _affine(element, cs):
+    return get_transformation(element, cs).to_affine_matrix(("x", "y"), ("x", "y"))
+
+
+def test_map_lines_up_with_shapes_in_every_coordinate_system(hd_sdata, model):
+    pixnet.tl.predict(hd_sdata, shapes="bins_16um", model=model, tile_size=128, halo=32, progress=False)
+    dense = hd_sdata.images["pixnet_map"]
+    shapes = hd_sdata.shapes["synthetic_square_016um"]
+    centre = np.asarray(shapes.geometry.iloc[0].centroid.coords[0])  # full-resolution pixels
+    expected = centre * 0.2738242950835738 / model.microns_per_pixel  # in map pixels
+    systems = get_transformation(hd_sdata.images["synthetic_full_image"], get_all=True)
+    assert set(get_transformation(dense, get_all=True)) == set(systems)
+    for cs in systems:
+        in_cs = _affine(shapes, cs) @ np.r_[centre, 1]
+        in_map = np.linalg.solve(_affine(dense, cs), in_cs)[:2]
+        np.testing.assert_allclose(in_map, expected, atol=1e-6, err_msg=cs)
+
+
+def test_predict_without_measured_table_and_without_model(model):
+    sdata = pixnet.datasets.synthetic_spots("st", size_um=800, n_genes=12, seed=2)
+    uns_spatial = sdata["synthetic_st_table"].uns["spatial"]
+    del sdata.tables["synthetic_st_table"]
+    with pytest.raises(ValueError, match="No model given"):
+        pixnet.tl.predict(sdata, shapes="synthetic_st_spots")
+    pixnet.tl.predict(
+        sdata,
+        shapes="synthetic_st_spots",
+        model=model,
+        progress=False,
+        resolve_kwargs={"microns_per_pixel": uns_spatial["synthetic_st"]["scalefactors"]["microns_per_pixel"]},
+    )
+    table = sdata.tables["pixnet_synthetic_st_spots"]
+    assert table.n_obs == len(sdata.shapes["synthetic_st_spots"]) and np.isfinite(table.X).all()
+
+
+def test_predict_defaults_to_the_model_trained_on_the_object():
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=500, n_genes=12, seed=7)
+    trained = pixnet.tl.train(sdata, validation=None, **TRAIN)
+    pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", progress=False)
+    assert list(sdata.tables["pixnet_synthetic_visium_spots"].var_names) == trained.genes
+
+
+def test_distributed_equals_local(model):
+    distributed = pytest.importorskip("distributed")
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=12, seed=8)
+    local = pixnet.tl.predict(
+        sdata, shapes="synthetic_visium_spots", model=model, tile_size=64, halo=32, copy=True, progress=False
+    )
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        remote = pixnet.tl.predict(
+            sdata, shapes="synthetic_visium_spots", model=model, tile_size=64, halo=32, copy=True, progress=False
+        )
+        remote_map = remote["map"].data[:, :64, :64].compute()
+    name = "pixnet_synthetic_visium_spots"
+    np.testing.assert_allclose(remote["tables"][name].X, local["tables"][name].X, rtol=1e-5)
+    np.testing.assert_allclose(remote_map, local["map"].data[:, :64, :64].compute(), rtol=1e-5)

@@ -159,3 +159,73 @@ def test_distributed_equals_local(model):
     name = "pixnet_synthetic_visium_spots"
     np.testing.assert_allclose(remote["tables"][name].X, local["tables"][name].X, rtol=1e-5)
     np.testing.assert_allclose(remote_map, local["map"].data[:, :64, :64].compute(), rtol=1e-5)
+
+
+def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, monkeypatch):
+    import spatialdata
+
+    import pixnet._dense
+
+    spatialdata_store = tmp_path / "sample.zarr"
+    pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=12, seed=9).write(spatialdata_store)
+    sdata = spatialdata.read_zarr(spatialdata_store)
+    kwargs = {"model": model, "tile_size": 64, "halo": 32, "progress": False, "write": True}
+    pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", **kwargs)
+    name = "pixnet_synthetic_visium_spots"
+    reread = spatialdata.read_zarr(spatialdata_store)
+    assert isinstance(reread.images["pixnet_map"].data, da.Array)  # still lazy after reading back
+    before_map = reread.images["pixnet_map"].values
+    before_table = np.asarray(reread.tables[name].X)
+    np.testing.assert_allclose(np.asarray(sdata.tables[name].X), before_table)
+    with pytest.raises(ValueError, match="exist"):
+        pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", **kwargs)
+
+    calls = {"n": 0}
+    original = pixnet._dense._predict_block
+
+    def failing(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("disk full")
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pixnet._dense, "_predict_block", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", overwrite=True, **kwargs)
+    after = spatialdata.read_zarr(spatialdata_store)
+    np.testing.assert_array_equal(after.images["pixnet_map"].values, before_map)
+    np.testing.assert_array_equal(np.asarray(after.tables[name].X), before_table)
+    leftovers = [
+        p.name for kind in ("images", "tables") for p in (spatialdata_store / kind).iterdir() if "tmp" in p.name
+    ]
+    assert leftovers == []
+
+
+def test_large_tables_stream_to_disk(model, tmp_path):
+    import spatialdata
+
+    store = tmp_path / "sample.zarr"
+    pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=12, seed=9).write(store)
+    in_memory = pixnet.tl.predict(
+        spatialdata.read_zarr(store),
+        shapes="synthetic_visium_spots",
+        model=model,
+        tile_size=64,
+        halo=32,
+        progress=False,
+        copy=True,
+    )["tables"]["pixnet_synthetic_visium_spots"]
+    sdata = spatialdata.read_zarr(store)
+    pixnet.tl.predict(
+        sdata,
+        shapes="synthetic_visium_spots",
+        model=model,
+        tile_size=64,
+        halo=32,
+        progress=False,
+        write=True,
+        table_memory_limit=0,
+    )
+    table = sdata.tables["pixnet_synthetic_visium_spots"]
+    assert isinstance(table.X, da.Array)  # backed by the store, not held in memory
+    np.testing.assert_allclose(table.X.compute(), in_memory.X, rtol=1e-5)

@@ -54,10 +54,13 @@ def aggregate_spans(
     agg: str = "sum",
     batch_tasks: int | None = None,
     progress: bool = True,
-) -> np.ndarray:
-    """Sum (or mean) of a ``(c, y, x)`` dask array over each shape's spans -> ``(n_shapes, c)`` float64.
+    out=None,
+):
+    """Sum (or mean) of a ``(c, y, x)`` dask array over each shape's spans -> ``(n_shapes, c)``.
 
     Pixels outside the array are ignored; a shape entirely outside gets 0 (``agg="sum"``) or NaN (``"mean"``).
+    ``out`` may be a zeroed on-disk zarr array of that shape, for outputs larger than memory (then it is returned,
+    filled, and ``agg`` must be ``"sum"``); by default a float64 numpy array is returned.
     """
     if agg not in ("sum", "mean"):
         raise ValueError(f"agg must be 'sum' or 'mean', got {agg!r}.")
@@ -87,11 +90,18 @@ def aggregate_spans(
                 pieces.shape[sel],
             )
         )
-    out = np.zeros((n_shapes, image.shape[0]))
+    in_memory = out is None
+    if in_memory:
+        out = np.zeros((n_shapes, image.shape[0]))
+    elif agg != "sum":
+        raise ValueError("An on-disk output only accumulates sums.")
     batch_tasks = batch_tasks or _default_batch()
     for i in tqdm(range(0, len(tasks), batch_tasks), desc="aggregating", disable=not progress, unit="batch"):
         for ids, sums in dask.compute(*tasks[i : i + batch_tasks]):
-            out[ids] += sums
+            if in_memory:
+                out[ids] += sums
+            else:
+                out.oindex[ids] = out.oindex[ids] + sums
     if agg == "mean":
         n_pixels = np.bincount(spans.shape, weights=spans.x1 - spans.x0, minlength=n_shapes)
         with np.errstate(invalid="ignore", divide="ignore"):

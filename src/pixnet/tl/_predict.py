@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 
 import anndata as ad
+import dask.array as da
 import numpy as np
 import pandas as pd
 import shapely
+import zarr
 from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, TableModel, get_table_keys
 from spatialdata.transformations import Scale, Sequence, get_transformation
@@ -17,6 +20,7 @@ from .._dense import lazy_dense_map
 from .._inputs import ResolvedShapes, resolve_inputs
 from .._registry import recall
 from .._spans import resolved_spans
+from .._store import check_writable, write_element
 from ..model import PixNet
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,9 @@ def _shape_table(sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, u
         region_key, instance_key = "region", "instance_id"
         obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
     obs[region_key] = pd.Categorical([shapes.name] * n)
-    table = ad.AnnData(X=values[order].astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
+    if not np.array_equal(order, np.arange(n)):
+        values = values[order]
+    table = ad.AnnData(X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
     table.obsm["spatial"] = _instance_centres(sdata, shapes.name)[order]
     table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
     return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
@@ -76,6 +82,8 @@ def predict(
     halo: int = 64,
     dtype: str = "float32",
     overwrite: bool = False,
+    write: bool = False,
+    table_memory_limit: int = 2**31,
     progress: bool = True,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
@@ -111,6 +119,14 @@ def predict(
         Map dtype: ``"float32"``, or ``"float16"`` to halve its size when written.
     overwrite
         Replace existing elements of the same names.
+    write
+        Also write the new elements into the zarr store that backs ``sdata``. The map is written first (the model
+        runs once per chunk) and read back from disk for the aggregation; tables whose values would exceed
+        ``table_memory_limit`` bytes are accumulated in a temporary zarr array and written chunk-wise, and stay
+        backed by the store (``X`` is a dask array). An existing element is replaced only with ``overwrite=True``,
+        and only after its replacement was written completely: a failure leaves the store as it was.
+    table_memory_limit
+        See ``write``.
     progress
         Show a progress bar.
     copy
@@ -137,32 +153,64 @@ def predict(
     )
     map_name = f"{key_added}_map"
     table_names = {name: f"{key_added}_{name}" for name in inputs.shapes}
+    if write and copy:
+        raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
     if not copy:
         _check_free(sdata, [map_name, *table_names.values()], overwrite)
+    store = check_writable(sdata, [map_name, *table_names.values()], overwrite) if write else None
 
     dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
     level0_per_level = _levels_ratio(sdata, inputs.image)
     transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
     map_element = Image2DModel.parse(dense, dims=("c", "y", "x"), c_coords=model.genes, transformations=transformations)
 
+    if write:
+        write_element(sdata, "images", map_name, map_element)
+        dense = sdata.images[map_name].data  # read back: aggregation must not run the model again
     tables = {}
     for name, resolved in inputs.shapes.items():
         spans, _, _ = resolved_spans(resolved, factor)
-        sums = aggregate_spans(dense, spans, len(resolved), progress=progress)
-        values = model.normalization.transform(sums)
         uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
-        tables[table_names[name]] = _shape_table(sdata, resolved, values, model.genes, uns)
+        n_bytes = len(resolved) * len(model.genes) * 8
+        with tempfile.TemporaryDirectory(prefix=".pixnet-", dir=store.parent if store else None) as scratch:
+            out = None
+            if write and n_bytes > table_memory_limit:
+                rows = max(1, min(len(resolved), 2**24 // max(len(model.genes), 1)))
+                out = zarr.create_array(
+                    f"{scratch}/sums.zarr",
+                    shape=(len(resolved), len(model.genes)),
+                    chunks=(rows, len(model.genes)),
+                    dtype="float64",
+                    fill_value=0.0,
+                )
+            sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
+            if out is None:
+                values = model.normalization.transform(sums)
+            else:
+                values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
+            table = _shape_table(sdata, resolved, values, model.genes, uns)
+            if write:
+                write_element(sdata, "tables", table_names[name], table)
+            else:
+                tables[table_names[name]] = table
         logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
+    if write:
+        return None
     if copy:
         return {"map": map_element, "tables": tables}
-    for name in [map_name, *tables]:
-        for container in (sdata.images, sdata.tables):
-            if name in container:
-                del container[name]
+    _drop(sdata, [map_name, *tables])
     sdata.images[map_name] = map_element
     for name, table in tables.items():
         sdata.tables[name] = table
     return None
+
+
+def _drop(sdata: SpatialData, names: list[str]) -> None:
+    """Remove in-memory elements (only; files on disk are handled by the store writer)."""
+    for name in names:
+        for container in (sdata.images, sdata.tables):
+            if name in container:
+                del container[name]
 
 
 def _levels_ratio(sdata: SpatialData, image) -> float:

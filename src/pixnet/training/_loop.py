@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .._spans import span_sums
 from ..model import PixNet
 from ._data import Batch, Section, make_batch, sample_patches
+from ._distributed import Distributed
 from ._loss import pixnet_loss
 
 logger = logging.getLogger(__name__)
@@ -51,37 +52,37 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def _augment(images: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
-    """Random rot90/flip per image plus mild brightness, contrast and saturation jitter."""
-    out, ops = [], []
-    for image in images:
-        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+def _draw_augmentations(n: int, rng: np.random.Generator) -> list[tuple]:
+    """Per image: rot90 count, horizontal flip, brightness, contrast, saturation."""
+    return [(int(rng.integers(4)), bool(rng.integers(2)), *rng.uniform(0.92, 1.08, 3)) for _ in range(n)]
+
+
+def _augment(images: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
+    out = []
+    for image, (k, flip, brightness, contrast, saturation) in zip(images, ops, strict=True):
         image = torch.rot90(image, k, dims=(-2, -1))
         if flip:
             image = image.flip(-1)
-        brightness, contrast, saturation = rng.uniform(0.92, 1.08, 3)
         mean = image.mean()
         image = (image - mean) * contrast + mean * brightness
         gray = image.mean(dim=0, keepdim=True)
-        image = (image - gray) * saturation + gray
-        out.append(image.clamp(0, 1))
-        ops.append((k, flip))
-    return torch.stack(out), ops
+        out.append(((image - gray) * saturation + gray).clamp(0, 1))
+    return torch.stack(out)
 
 
-def _undo(maps: torch.Tensor, ops: list[tuple[int, bool]]) -> torch.Tensor:
+def _undo(maps: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
     restored = []
-    for density, (k, flip) in zip(maps, ops, strict=True):
+    for density, (k, flip, *_) in zip(maps, ops, strict=True):
         if flip:
             density = density.flip(-1)
         restored.append(torch.rot90(density, -k, dims=(-2, -1)))
     return torch.stack(restored)
 
 
-def _predict_batch(model: PixNet, batch: Batch, ops=None, amp: bool = False) -> torch.Tensor:
+def _predict_batch(model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None) -> torch.Tensor:
     device = batch.images.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        maps = model.network(batch.images)
+        maps = (network or model.network)(batch.images)
     if ops is not None:
         maps = _undo(maps, ops)
     sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, len(batch.targets))
@@ -111,7 +112,9 @@ def fit(
     """Train ``model`` on ``sections`` (each shape's ``validation`` flag already set)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
+    group = Distributed()
+    device = group.device(resolve_device(config.device))
+    progress = progress and group.is_main
     amp = device.type == "cuda"
     patch_size = model.config.patch_size
     groups = {name: i for i, name in enumerate(sorted({s.name for sec in sections for s in sec.shape_sets}))}
@@ -127,6 +130,7 @@ def fit(
         best_state = copy.deepcopy(network.state_dict())
     else:
         network.set_initial_density(initial_density(model, sections))
+    trained = group.wrap(network, device)
     validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
     has_validation = len(validation) > 0
     model.config.training = asdict(config)
@@ -141,15 +145,18 @@ def fit(
         patches = sample_patches(sections, patch_size, validation=False, rng=rng)
         order = rng.permutation(len(patches))
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
         totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for chosen in bar:
-            batch = make_batch(sections, [patches[i] for i in chosen], patch_size, groups).to(device)
-            ops = None
-            if config.augment:
-                batch.images, ops = _augment(batch.images, rng)
-            pred = _predict_batch(model, batch, ops, amp)
-            loss, parts = pixnet_loss(pred, batch.targets, batch.group, config.pcc_weight)
+            ops = _draw_augmentations(len(chosen), rng) if config.augment else None  # drawn for the global batch
+            mine = group.share(list(range(len(chosen))))
+            batch = make_batch(sections, [patches[chosen[i]] for i in mine], patch_size, groups).to(device)
+            ops = [ops[i] for i in mine] if ops is not None else None
+            if ops is not None:
+                batch.images = _augment(batch.images, ops)
+            pred = group.gather(_predict_batch(model, batch, ops, amp, network=trained))
+            loss, parts = pixnet_loss(pred, group.gather(batch.targets), group.gather(batch.group), config.pcc_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"The loss became {parts['loss']} in epoch {epoch + 1}; try a lower learning_rate."
@@ -179,8 +186,9 @@ def fit(
             best_loss, best_state, stale = monitored, copy.deepcopy(network.state_dict()), 0
         else:
             stale += 1
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and group.is_main:
             _checkpoint(model, optimizer, Path(checkpoint_dir), epoch + 1, best_loss, stale, rng)
+        group.barrier()
         if has_validation and stale >= config.patience:
             logger.info("Early stopping after epoch %d (no validation improvement for %d epochs)", epoch + 1, stale)
             break

@@ -90,23 +90,60 @@ def aggregate_spans(
                 pieces.shape[sel],
             )
         )
-    in_memory = out is None
-    if in_memory:
-        out = np.zeros((n_shapes, image.shape[0]))
+    if out is None:
+        sink = np.zeros((n_shapes, image.shape[0]))
     elif agg != "sum":
         raise ValueError("An on-disk output only accumulates sums.")
+    else:
+        sink = _ChunkedSink(out, [pieces.shape[order[a:b]] for a, b in zip(starts, ends, strict=True)])
     batch_tasks = batch_tasks or _default_batch()
+    done = 0
     for i in tqdm(range(0, len(tasks), batch_tasks), desc="aggregating", disable=not progress, unit="batch"):
         for ids, sums in dask.compute(*tasks[i : i + batch_tasks]):
-            if in_memory:
-                out[ids] += sums
+            if isinstance(sink, np.ndarray):
+                sink[ids] += sums
             else:
-                out.oindex[ids] = out.oindex[ids] + sums
+                sink.add(done, ids, sums)
+            done += 1
+    if not isinstance(sink, np.ndarray):
+        return out
+    out = sink
     if agg == "mean":
         n_pixels = np.bincount(spans.shape, weights=spans.x1 - spans.x0, minlength=n_shapes)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = out / n_pixels[:, None]
     return out
+
+
+class _ChunkedSink:
+    """Accumulate into an on-disk zarr array without read-modify-write.
+
+    Row chunks of the output live in memory from their first contribution to their last one (known in advance
+    from the tasks' shape ids), are then written once and dropped. Tasks arrive in chunk order, so shapes that
+    are near each other in space and in the table (bins in row-major order) keep only a band of chunks in memory.
+    """
+
+    def __init__(self, out, task_ids: list[np.ndarray]) -> None:
+        self.out, self.rows = out, out.chunks[0]
+        self.last_task = {}
+        for task, ids in enumerate(task_ids):
+            for chunk in np.unique(ids // self.rows):
+                self.last_task[int(chunk)] = task
+        self.cache: dict[int, np.ndarray] = {}
+
+    def add(self, task: int, ids: np.ndarray, sums: np.ndarray) -> None:
+        chunks = ids // self.rows
+        for chunk in np.unique(chunks):
+            chunk = int(chunk)
+            start = chunk * self.rows
+            block = self.cache.get(chunk)
+            if block is None:
+                block = self.cache[chunk] = np.zeros((min(self.rows, self.out.shape[0] - start), self.out.shape[1]))
+            here = chunks == chunk
+            block[ids[here] - start] += sums[here]
+        for chunk in [c for c in self.cache if self.last_task[c] == task]:
+            block, start = self.cache.pop(chunk), chunk * self.rows
+            self.out[start : start + len(block)] = block
 
 
 def _default_batch() -> int:

@@ -175,7 +175,7 @@ def predict(
         with tempfile.TemporaryDirectory(prefix=".pixnet-", dir=store.parent if store else None) as scratch:
             out = None
             if write and n_bytes > table_memory_limit:
-                rows = max(1, min(len(resolved), 2**24 // max(len(model.genes), 1)))
+                rows = max(1, min(len(resolved), 2**20 // max(len(model.genes), 1)))
                 out = zarr.create_array(
                     f"{scratch}/sums.zarr",
                     shape=(len(resolved), len(model.genes)),

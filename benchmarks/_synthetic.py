@@ -14,20 +14,19 @@ from pixnet.training._data import build_section, split_by_region
 from pixnet.training._loss import pearson_per_gene
 
 
-def read_hd(folder):
+def read_hd(folder, bin_size=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return spatialdata_io.visium_hd(folder, dataset_id="synthetic", load_segmentations_only=False)
+        return spatialdata_io.visium_hd(
+            folder, dataset_id="synthetic", load_segmentations_only=False, bin_size=bin_size
+        )
 
 
 def held_out_pcc(model, folder, sdata, shapes: str, fraction: float = 0.2) -> dict:
     """Mean per-gene PCC on the held-out region (the right-most ``fraction``), against truth and measurement."""
     section = build_section(
-        sdata,
+        pixnet.resolve_inputs(sdata, shapes=[shapes], target_microns_per_pixel=model.microns_per_pixel),
         name="eval",
-        image=None,
-        shapes=[shapes],
-        table=None,
         genes=model.genes,
         normalization=model.normalization,
         microns_per_pixel=model.microns_per_pixel,

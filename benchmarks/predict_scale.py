@@ -52,46 +52,83 @@ def _disk_mb(path: Path) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ (a) and (c)
-def run_slide(size_um: float, shapes: str, width: int, out: Path, write: bool) -> dict:
+class _PeakRSS:
+    """Peak resident memory of this process while a block runs (sampled every 0.1 s)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        process = psutil.Process()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, process.memory_info().rss)
+                self._stop.wait(0.1)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_slide(size_um: float, bins: int, width: int, out: Path, write: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import spatialdata
     from _synthetic import read_hd
 
     import pixnet
+    import pixnet.tl._predict as predict_module
 
     start = time.perf_counter()
     folder = pixnet.datasets.synthetic_visium_hd(out / "hd", size_um=size_um, n_genes=50, seed=0, progress=False)
     generated = time.perf_counter()
-    sdata = read_hd(folder)
-    if write:
-        sdata.write(out / "sample.zarr")
-        sdata = spatialdata.read_zarr(out / "sample.zarr")
+    # through a zarr store: its chunked image is read window by window (the reader's TIFF is decoded whole)
+    read_hd(folder, bin_size=bins).write(out / "sample.zarr")
+    sdata = spatialdata.read_zarr(out / "sample.zarr")
     read = time.perf_counter()
-    model = _model(50, width)
-    timings = {"model_s": 0.0}
-    original = model.predict_tiles
+    phases = {"write_element": 0.0, "aggregate_spans": 0.0}
+    for name in phases:
+        original = getattr(predict_module, name)
 
-    def timed(images):
-        t0 = time.perf_counter()
-        result = original(images)
-        timings["model_s"] += time.perf_counter() - t0
-        return result
+        def timed(*args, _original=original, _name=name, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                phases[_name] += time.perf_counter() - t0
 
-    model.predict_tiles = timed
-    pixnet.tl.predict(sdata, shapes=shapes, model=model, dtype="float16", write=write, progress=False)
+        setattr(predict_module, name, timed)
+    with _PeakRSS() as memory:
+        pixnet.tl.predict(
+            sdata, shapes=f"bins_{bins}um", model=_model(50, width), dtype="float16", write=write, progress=False
+        )
     done = time.perf_counter()
     table = next(t for n, t in sdata.tables.items() if n.startswith("pixnet_"))
-    return {
+    result = {
         "size_um": size_um,
-        "shapes": len(table),
+        "bins": f"{bins} µm",
+        "shapes": table.n_obs,
         "generate_s": round(generated - start, 1),
         "read_s": round(read - generated, 1),
         "predict_s": round(done - read, 1),
-        "model_s": round(timings["model_s"], 1),
-        "aggregate_and_io_s": round(done - read - timings["model_s"], 1),
-        "peak_rss_mb": round(_peak_mb()),
-        "store_mb": round(_disk_mb(out / "sample.zarr")) if write else None,
+        "aggregate_s": round(phases["aggregate_spans"], 1),
+        "predict_peak_rss_mb": round(memory.peak / 1e6),
+        "process_peak_rss_mb": round(_peak_mb()),
     }
+    if write:  # the map is written first (the model runs there), tables are written after their aggregation
+        result["map_write_s"] = round(phases["write_element"], 1)
+        result["store_mb"] = round(_disk_mb(out / "sample.zarr"))
+        result["map_mb"] = round(_disk_mb(out / "sample.zarr" / "images" / "pixnet_map"))
+        result["table_mb"] = round(_disk_mb(out / "sample.zarr" / "tables" / f"pixnet_synthetic_square_{bins:03d}um"))
+    else:  # the model runs inside the aggregation tasks
+        result["note"] = "model runs inside aggregation"
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ (b)
@@ -200,7 +237,7 @@ def main() -> None:
     if args.part == "a":
         for size in args.sizes_um:
             folder = out / f"a_{size:g}"
-            print(_child(["slide", str(size), "bins_8um", str(args.width), str(folder), "0"]))
+            print(_child(["slide", str(size), "8", str(args.width), str(folder), "0"]))
             shutil.rmtree(folder, ignore_errors=True)
     elif args.part == "b":
         print(_child(["aggregate", str(args.map_px), str(args.genes), str(out)]))
@@ -216,14 +253,14 @@ def main() -> None:
             }
         )
     else:
-        print(_child(["slide", str(args.size_um), "bins_2um", str(args.width), str(out / "c"), "1"]))
+        print(_child(["slide", str(args.size_um), "2", str(args.width), str(out / "c"), "1"]))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, rest = sys.argv[2], sys.argv[3:]
         if kind == "slide":
-            result = run_slide(float(rest[0]), rest[1], int(rest[2]), Path(rest[3]), rest[4] == "1")
+            result = run_slide(float(rest[0]), int(rest[1]), int(rest[2]), Path(rest[3]), rest[4] == "1")
         elif kind == "aggregate":
             result = run_aggregation(int(rest[0]), int(rest[1]), Path(rest[2]))
         else:

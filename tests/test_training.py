@@ -50,11 +50,8 @@ def test_training_lowers_the_loss_and_records_history(trained):
 def test_held_out_region_matches_the_synthetic_truth(trained):
     folder, sdata, model = trained
     section = build_section(
-        sdata,
+        pixnet.resolve_inputs(sdata, shapes=["bins_8um"], target_microns_per_pixel=model.microns_per_pixel),
         name="s",
-        image=None,
-        shapes=["bins_8um"],
-        table=None,
         genes=model.genes,
         normalization=model.normalization,
         microns_per_pixel=model.microns_per_pixel,

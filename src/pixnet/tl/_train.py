@@ -164,7 +164,9 @@ def train(
 
     # resolve everything first, so that bad input fails before any image is read
     resolved = [
-        resolve_inputs(o, i, s, t, require_table=True, **(resolve_kwargs or {}))
+        resolve_inputs(
+            o, i, s, t, require_table=True, target_microns_per_pixel=microns_per_pixel, **(resolve_kwargs or {})
+        )
         for o, i, s, t in zip(objects, images, shape_sets, tables, strict=True)
     ]
     names = section_names or [r.image.name for r in resolved]
@@ -175,18 +177,14 @@ def train(
 
     sections = [
         build_section(
-            o,
+            r,
             name=name,
-            image=r.image.name,
-            shapes=list(r.shapes),
-            table=t,
             genes=gene_record["genes"],
             normalization=normalization,
             microns_per_pixel=microns_per_pixel,
             margin_px=patch_size // 2,
-            resolve_kwargs=resolve_kwargs,
         )
-        for o, r, t, name in zip(objects, resolved, tables, names, strict=True)
+        for r, name in zip(resolved, names, strict=True)
     ]
     for section in sections:
         for s in section.shape_sets:

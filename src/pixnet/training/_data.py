@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 import torch
-from spatialdata import SpatialData
 
-from .._inputs import resolve_inputs
+from .._inputs import ResolvedInputs
 from .._raster import read_resampled
 from .._spans import Spans, resolved_spans
 from ..pp import Normalization, normalize
@@ -59,28 +58,19 @@ def _span_bbox(spans: Spans, n: int) -> np.ndarray:
 
 
 def build_section(
-    sdata: SpatialData,
+    inputs: ResolvedInputs,
     *,
     name: str,
-    image: str | None,
-    shapes: str | list[str] | None,
-    table: str | None,
     genes: list[str],
     normalization: Normalization,
     microns_per_pixel: float,
     margin_px: int,
-    resolve_kwargs: dict | None = None,
 ) -> Section:
-    """Load a section's image crop at the working resolution and express its measured shapes in it."""
-    inputs = resolve_inputs(
-        sdata,
-        image,
-        shapes,
-        table,
-        target_microns_per_pixel=microns_per_pixel,
-        require_table=True,
-        **(resolve_kwargs or {}),
-    )
+    """Load a section's image crop at the working resolution and express its measured shapes in it.
+
+    ``inputs`` come from :func:`pixnet.resolve_inputs` with ``target_microns_per_pixel=microns_per_pixel`` and
+    ``require_table=True``.
+    """
     level = inputs.image
     factor = level.microns_per_pixel / microns_per_pixel
     boxes = []

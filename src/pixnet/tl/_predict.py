@@ -34,9 +34,14 @@ def _map_transformations(sdata: SpatialData, image_name: str, level0_px_per_map_
     return {cs: Sequence([scale, t]) for cs, t in get_transformation(sdata.images[image_name], get_all=True).items()}
 
 
-def _instance_centres(sdata: SpatialData, name: str) -> np.ndarray:
+def _instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
     """Shape centres in the element's own coordinates (what spatialdata-io stores in ``obsm['spatial']``)."""
     geometry = sdata.shapes[name].geometry.to_numpy()
+    if kind == "circle":
+        return shapely.get_coordinates(geometry)
+    if kind == "square":  # the bounds' middle: no new geometries for millions of bins
+        bounds = shapely.bounds(geometry)
+        return np.column_stack([bounds[:, [0, 2]].mean(axis=1), bounds[:, [1, 3]].mean(axis=1)])
     return shapely.get_coordinates(shapely.centroid(geometry))
 
 
@@ -60,7 +65,7 @@ def _shape_table(sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, u
     if not np.array_equal(order, np.arange(n)):
         values = values[order]
     table = ad.AnnData(X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
-    table.obsm["spatial"] = _instance_centres(sdata, shapes.name)[order]
+    table.obsm["spatial"] = _instance_centres(sdata, shapes.name, shapes.kind)[order]
     table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
     return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
 

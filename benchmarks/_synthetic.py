@@ -14,11 +14,15 @@ from pixnet.training._data import build_section, split_by_region
 from pixnet.training._loss import pearson_per_gene
 
 
-def read_hd(folder, bin_size=None):
+def read_hd(folder, bin_size=None, bins_as_squares=True):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return spatialdata_io.visium_hd(
-            folder, dataset_id="synthetic", load_segmentations_only=False, bin_size=bin_size
+            folder,
+            dataset_id="synthetic",
+            load_segmentations_only=False,
+            bin_size=bin_size,
+            bins_as_squares=bins_as_squares,
         )
 
 

@@ -207,3 +207,14 @@ def test_table_aligned_when_rows_are_shuffled(spots_sdata):
     spots = pixnet.resolve_inputs(spots_sdata).shapes[f"{SAMPLE}_spots"]
     np.testing.assert_allclose(spots.centres[spots.shape_positions], shuffled.obsm["spatial"])
     assert list(spots.table.obs_names) == list(pd.Index(shuffled.obs_names))
+
+
+def test_visium_hd_bins_read_as_circles_are_squares(hd_folder, hd_sdata):
+    from conftest import read_visium_hd
+
+    light = read_visium_hd(hd_folder, bins_as_squares=False)
+    a = pixnet.resolve_inputs(hd_sdata, shapes="bins_8um").shapes["synthetic_square_008um"]
+    b = pixnet.resolve_inputs(light, shapes="bins_8um").shapes["synthetic_square_008um"]
+    assert a.kind == b.kind == "square"
+    np.testing.assert_allclose(b.centres, a.centres)
+    np.testing.assert_allclose(b.half_size, a.half_size)

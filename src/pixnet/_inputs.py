@@ -79,7 +79,8 @@ class ResolvedShapes:
     name
         Shapes element name.
     kind
-        ``"circle"``, ``"square"`` (axis-aligned in the pixel frame) or ``"polygon"``.
+        ``"circle"``, ``"square"`` (axis-aligned in the pixel frame; Visium HD bins, whether spatialdata-io gave
+        them as polygons or, with ``bins_as_squares=False``, as circles) or ``"polygon"``.
     index
         Shape ids (the element's index, which tables reference through their ``instance_key``).
     centres
@@ -564,16 +565,18 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
     geometry = gdf.geometry.to_numpy()
     kinds = set(shapely.get_type_id(geometry).tolist())
     matrix = [to_pixel[0, 0], to_pixel[0, 1], to_pixel[1, 0], to_pixel[1, 1], to_pixel[0, 2], to_pixel[1, 2]]
+    axis_aligned = np.allclose(to_pixel[0, 1], 0) and np.allclose(to_pixel[1, 0], 0)
     if kinds == {0}:  # points
         if "radius" not in gdf:
             raise ValueError(f"Shapes {name!r} are points without a 'radius' column; pixnet needs circles or polygons.")
         xy = shapely.get_coordinates(geometry)
         centres = xy @ to_pixel[:2, :2].T + to_pixel[:2, 2]
         half = gdf["radius"].to_numpy(float) * scale
-        kind, polygons, size_um = "circle", None, 2 * half * px_um
+        # Visium HD bins read with bins_as_squares=False are still square bins (and far lighter than polygons)
+        kind = "square" if _BIN_NAME.search(name) and axis_aligned else "circle"
+        polygons, size_um = None, 2 * half * px_um
     elif kinds <= {3, 6}:  # polygons, multipolygons
         # squares need no geometry copy: without rotation their bounds transform exactly (millions of 2 µm bins)
-        axis_aligned = np.allclose(to_pixel[0, 1], 0) and np.allclose(to_pixel[1, 0], 0)
         bounds = shapely.bounds(geometry)
         width, height = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]
         is_square = axis_aligned and np.allclose(width, height, rtol=1e-3)

@@ -20,12 +20,16 @@ __all__ = ["Spans", "shape_spans", "span_sums"]
 
 @dataclass
 class Spans:
-    """Row spans of a set of shapes; span ``j`` belongs to shape ``shape[j]``."""
+    """Row spans of a set of shapes; span ``j`` belongs to shape ``shape[j]`` (int32: millions of bins)."""
 
     shape: np.ndarray
     row: np.ndarray
     x0: np.ndarray
     x1: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("shape", "row", "x0", "x1"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int32))
 
     def __len__(self) -> int:
         return len(self.shape)

@@ -189,6 +189,7 @@ def predict(
                     fill_value=0.0,
                 )
             sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
+            del spans
             if out is None:
                 values = model.normalization.transform(sums)
             else:

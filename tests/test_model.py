@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 import pixnet
+from pixnet._cache import download
 from pixnet._spans import shape_spans, span_sums
 from pixnet.model import PixNet
 from pixnet.models import PixNetNetwork, create_encoder
 from pixnet.models._resnet import ResNet18Pyramid
-from pixnet.models._weights import download, load_checkpoint_file
+from pixnet.models._weights import load_checkpoint_file
 
 
 def _sums(density, spans, n):
@@ -128,18 +129,17 @@ def test_loading_never_executes_code(tmp_path):
     assert not _Exploit.target.exists()
 
 
-def test_download_is_cached_and_checksummed(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIXNET_CACHE", str(tmp_path / "cache"))
+def test_download_is_cached_and_checksummed(tmp_path):
     source = tmp_path / "weights.bin"
     source.write_bytes(b"weights")
     with pytest.raises(ValueError, match="Checksum mismatch"):
-        download(source.as_uri(), "w.bin", sha256="0" * 64)
-    first = download(source.as_uri(), "w.bin")
+        download(source.as_uri(), tmp_path / "cache" / "w.bin", sha256="0" * 64)
+    first = download(source.as_uri(), tmp_path / "cache" / "w.bin")
     source.unlink()  # the cache answers from now on
-    assert download(source.as_uri(), "w.bin") == first
+    assert download(source.as_uri(), tmp_path / "cache" / "w.bin") == first
     first.write_bytes(b"tampered")
     with pytest.raises(ValueError, match="does not match its checksum"):
-        download(source.as_uri(), "w.bin")
+        download(source.as_uri(), tmp_path / "cache" / "w.bin")
 
 
 def test_efficientnet_lite0_pyramid_loads_imagenet_weights():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import urllib.request
 from pathlib import Path
 
 import anndata as ad
@@ -16,7 +15,7 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
-from .._cache import cache_dir
+from .._cache import cache_dir, download
 
 logger = logging.getLogger(__name__)
 
@@ -175,18 +174,6 @@ def _fit_microns_per_pixel(table: pd.DataFrame, array_unit_um: float) -> float:
     return float(array_unit_um / np.mean(slopes))
 
 
-def _fetch(url: str, target: Path) -> Path:
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("Downloading %s", url)
-        tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        tmp.replace(target)
-    return target
-
-
 def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2ST_URL) -> SpatialData:
     """A HER2+ breast cancer section of Andersson et al. 2021 (legacy ST, 100 µm spots).
 
@@ -219,9 +206,9 @@ def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2S
                 f"No image location is known for HER2ST section {sample!r} (known: {sorted(HER2ST_IMAGES)}); "
                 "download it yourself and pass path=."
             )
-        _fetch(f"{base_url}/ST-cnts/{sample}.tsv.gz", folder / f"{sample}.tsv.gz")
-        _fetch(f"{base_url}/ST-spotfiles/{sample}_selection.tsv", folder / f"{sample}_selection.tsv")
-        _fetch(f"{base_url}/{HER2ST_IMAGES[sample]}", folder / f"{sample}_HE.jpg")
+        download(f"{base_url}/ST-cnts/{sample}.tsv.gz", folder / f"{sample}.tsv.gz")
+        download(f"{base_url}/ST-spotfiles/{sample}_selection.tsv", folder / f"{sample}_selection.tsv")
+        download(f"{base_url}/{HER2ST_IMAGES[sample]}", folder / f"{sample}_HE.jpg")
     else:
         folder = Path(path)
     files = [folder / f"{sample}.tsv.gz", folder / f"{sample}_selection.tsv", folder / f"{sample}_HE.jpg"]

@@ -1,25 +1,18 @@
-"""Loading encoder weights safely.
-
-``weights_only`` loads, an allow-listed unpickler for Lightning files, checksummed downloads into a cache.
-"""
+"""Loading encoder weights safely: ``weights_only`` loads and an allow-listed unpickler for Lightning files."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
-import urllib.request
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from .._cache import cache_dir
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["download", "load_backbone", "load_checkpoint_file"]
+__all__ = ["load_backbone", "load_checkpoint_file"]
 
 CIGA_URL = (
     "https://github.com/ozanciga/self-supervised-histopathology/releases/download/tenpercent/tenpercent_resnet18.ckpt"
@@ -144,39 +137,3 @@ def load_backbone(module: torch.nn.Module, path: str | Path, drop: tuple[str, ..
         logger.warning("Ignored %d unexpected keys in %s, e.g. %s", len(unexpected), path, unexpected[:3])
     logger.info("Loaded %d backbone tensors from %s", len(expected), path)
     return {"missing": missing, "unexpected": unexpected, "layout": layout}
-
-
-def sha256sum(path: Path) -> str:
-    """SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download(url: str, filename: str, sha256: str | None = None) -> Path:
-    """Download ``url`` once into ``{cache_dir}/weights`` and check its SHA-256.
-
-    With ``sha256=None`` the hash of the first download is recorded beside the file (``.sha256``) and every
-    later use is checked against it, so a corrupted or swapped cache file is caught.
-    """
-    target = cache_dir() / "weights" / filename
-    recorded = target.with_name(target.name + ".sha256")
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        logger.info("Downloading %s", url)
-        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        actual = sha256sum(tmp)
-        if sha256 is not None and actual != sha256:
-            tmp.unlink()
-            raise ValueError(f"Checksum mismatch for {url}: expected {sha256}, got {actual}.")
-        tmp.replace(target)
-        recorded.write_text(actual)
-    expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
-    if expected is not None and sha256sum(target) != expected:
-        raise ValueError(f"Cached {target} does not match its checksum {expected}; delete it to download again.")
-    return target

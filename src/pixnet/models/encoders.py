@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._cache import cache_dir, download
 from ._resnet import ResNet18Pyramid
-from ._weights import CIGA_URL, download, load_backbone, load_checkpoint_file
+from ._weights import CIGA_URL, load_backbone, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,11 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
             return module, EncoderConfig(name, "random", HALF, HALF)
         if weights == "imagenet":
             raise ValueError("No ImageNet ResNet18 ships with pixnet; pass a torchvision resnet18 state dict file.")
-        path = download(CIGA_URL, "tenpercent_resnet18.ckpt") if weights == "ciga" else Path(weights)
+        path = (
+            download(CIGA_URL, cache_dir() / "weights" / "tenpercent_resnet18.ckpt")
+            if weights == "ciga"
+            else Path(weights)
+        )
         layout = load_backbone(module, path)["layout"]
         mean, std = (HALF, HALF) if layout == "ciga" else (IMAGENET_MEAN, IMAGENET_STD)
         return module, EncoderConfig(name, "ciga" if weights == "ciga" else str(path), mean, std)

@@ -17,7 +17,7 @@ from spatialdata.transformations import Scale, Sequence, get_transformation
 
 from .._aggregate import aggregate_spans
 from .._dense import lazy_dense_map
-from .._inputs import ResolvedShapes, resolve_inputs
+from .._inputs import ResolvedShapes, _levels, resolve_inputs
 from .._registry import recall
 from .._spans import resolved_spans
 from .._store import check_writable, write_element
@@ -221,8 +221,6 @@ def _drop(sdata: SpatialData, names: list[str]) -> None:
 
 def _levels_ratio(sdata: SpatialData, image) -> float:
     """Level-0 pixels per pixel of the resolved level."""
-    from .._inputs import _levels
-
     levels = _levels(sdata.images[image.name])
     return levels[0].sizes["x"] / levels[image.level].sizes["x"]
 

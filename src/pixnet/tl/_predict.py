@@ -45,7 +45,9 @@ def _instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
     return shapely.get_coordinates(shapely.centroid(geometry))
 
 
-def _shape_table(sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, uns: dict) -> ad.AnnData:
+def _shape_table(
+    sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, uns: dict, area_um2: np.ndarray | None = None
+) -> ad.AnnData:
     """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
     n = len(shapes)
     if shapes.table is not None:
@@ -62,6 +64,8 @@ def _shape_table(sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, u
         region_key, instance_key = "region", "instance_id"
         obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
     obs[region_key] = pd.Categorical([shapes.name] * n)
+    if area_um2 is not None:  # the normalisation of measured counts needs it (extensive units)
+        obs["area_um2"] = area_um2[order]
     if not np.array_equal(order, np.arange(n)):
         values = values[order]
     table = ad.AnnData(X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
@@ -102,9 +106,9 @@ def predict(
 
     For each shape set, the map is summed over every shape's pixels (Eq. 9), streaming chunk by chunk, and the
     result is added as the table ``{key_added}_{shapes}`` annotating those shapes: the model's genes as ``var``,
-    values in the model's target units (compare with ``pixnet.pp.normalize(measured, model.genes,
-    model.normalization, area_um2=...)``), ``obsm['spatial']``, and, where the shapes have a measured table,
-    its rows first and in its order.
+    values in the model's target units (:func:`pixnet.tl.evaluate` compares them with measured counts),
+    ``obs['area_um2']`` (each shape's area in µm²), ``obsm['spatial']``, and, where the
+    shapes have a measured table, its rows first and in its order.
 
     Parameters
     ----------
@@ -174,7 +178,7 @@ def predict(
         dense = sdata.images[map_name].data  # read back: aggregation must not run the model again
     tables = {}
     for name, resolved in inputs.shapes.items():
-        spans, _, _ = resolved_spans(resolved, factor)
+        spans, _, area_px = resolved_spans(resolved, factor)
         uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
         n_bytes = len(resolved) * len(model.genes) * 8
         with tempfile.TemporaryDirectory(prefix=".pixnet-", dir=store.parent if store else None) as scratch:
@@ -194,7 +198,8 @@ def predict(
                 values = model.normalization.transform(sums)
             else:
                 values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
-            table = _shape_table(sdata, resolved, values, model.genes, uns)
+            area_um2 = area_px * model.microns_per_pixel**2
+            table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2)
             if write:
                 write_element(sdata, "tables", table_names[name], table)
             else:

@@ -57,6 +57,42 @@ def _span_bbox(spans: Spans, n: int) -> np.ndarray:
     return bbox
 
 
+def section_crop(
+    inputs: ResolvedInputs, microns_per_pixel: float, margin_px: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The image around the resolved shapes plus ``margin_px``, at the working resolution.
+
+    Only measured shapes count when a table is resolved.
+
+    Returns
+    -------
+    The ``(H, W, 3)`` uint8 crop, its origin ``(x, y)`` and the factor from level pixels to working pixels.
+
+    """
+    level = inputs.image
+    factor = level.microns_per_pixel / microns_per_pixel
+    boxes = []
+    for s in inputs.shapes.values():
+        rows = np.arange(len(s)) if s.shape_positions is None else s.shape_positions  # measured shapes only
+        if s.kind == "polygon":
+            b = shapely.bounds(s.polygons.iloc[rows].to_numpy()) * factor
+            boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+        else:
+            c = s.centres[rows] * factor
+            reach = s.half_size[rows] * factor
+            boxes.append(
+                [(c[:, 0] - reach).min(), (c[:, 1] - reach).min(), (c[:, 0] + reach).max(), (c[:, 1] + reach).max()]
+            )
+    boxes = np.array(boxes)
+    height_w, width_w = level.shape[0] * factor, level.shape[1] * factor
+    x0 = int(max(np.floor(boxes[:, 0].min()) - margin_px, 0))
+    y0 = int(max(np.floor(boxes[:, 1].min()) - margin_px, 0))
+    x1 = int(min(np.ceil(boxes[:, 2].max()) + margin_px, np.floor(width_w)))
+    y1 = int(min(np.ceil(boxes[:, 3].max()) + margin_px, np.floor(height_w)))
+    crop = read_resampled(level.data, (y0, y1, x0, x1), factor)
+    return crop, np.array([x0, y0], float), factor
+
+
 def build_section(
     inputs: ResolvedInputs,
     *,
@@ -71,28 +107,7 @@ def build_section(
     ``inputs`` come from :func:`pixnet.resolve_inputs` with ``target_microns_per_pixel=microns_per_pixel`` and
     ``require_table=True``.
     """
-    level = inputs.image
-    factor = level.microns_per_pixel / microns_per_pixel
-    boxes = []
-    for s in inputs.shapes.values():
-        c = s.centres[s.shape_positions] * factor
-        reach = (s.half_size[s.shape_positions] * factor) if s.half_size is not None else 0.0
-        if s.kind == "polygon":
-            b = shapely.bounds(s.polygons.iloc[s.shape_positions].to_numpy()) * factor
-            boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
-        else:
-            boxes.append(
-                [(c[:, 0] - reach).min(), (c[:, 1] - reach).min(), (c[:, 0] + reach).max(), (c[:, 1] + reach).max()]
-            )
-    boxes = np.array(boxes)
-    height_w, width_w = level.shape[0] * factor, level.shape[1] * factor
-    x0 = int(max(np.floor(boxes[:, 0].min()) - margin_px, 0))
-    y0 = int(max(np.floor(boxes[:, 1].min()) - margin_px, 0))
-    x1 = int(min(np.ceil(boxes[:, 2].max()) + margin_px, np.floor(width_w)))
-    y1 = int(min(np.ceil(boxes[:, 3].max()) + margin_px, np.floor(height_w)))
-    crop = read_resampled(level.data, (y0, y1, x0, x1), factor)
-    origin = np.array([x0, y0], float)
-
+    crop, origin, factor = section_crop(inputs, microns_per_pixel, margin_px)
     shape_sets = []
     for s in inputs.shapes.values():
         spans, centres, area_px = resolved_spans(s, factor, origin, rows=s.shape_positions)

@@ -1,0 +1,185 @@
+"""Leave-one-section-out on real sections: PixNet against ridge, kNN and the training mean.
+
+Usage:
+    python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, default CPU budget
+    python benchmarks/real_sections.py --datasets her2st --epochs 20 --device cuda   # a larger budget
+    python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
+
+For each held-out section, every method is trained on the other sections of its dataset with the same genes
+(the top ``--n-genes`` by mean over the training sections that the test section also measures), the same
+normalisation, working resolution and patch size, and the same frozen encoder weights for the baselines'
+features; it is then evaluated on the held-out spots with ``pixnet.tl.evaluate`` (pooled within the section;
+constant genes omitted). Sections of one dataset come from one patient (HER2ST C) or two animals (MOB), so this
+is a within-study generalisation test. Prints one table (method x section: PCC@F/S/M, MSE, MAE, spots, wall
+time) and the per-dataset mean; does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import pixnet
+from pixnet.datasets import her2st, stutility_mob
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FORMATS = {  # dataset: (reader, folder, file pattern that names a section)
+    "her2st": (her2st, "her2st", "*_selection.tsv"),
+    "mob": (stutility_mob, "stutility_mob", "alignment_table_*.tsv"),
+}
+
+
+def section_names(folder: Path, pattern: str) -> list[str]:
+    """Section names found in a folder by their spot-table file."""
+    strip = pattern.replace("*", "{}").split("{}")
+    return sorted(p.name.removeprefix(strip[0]).removesuffix(strip[1]) for p in folder.glob(pattern))
+
+
+def detect_format(folder: Path) -> tuple[str, str]:
+    """(dataset, section name) of a single-section folder."""
+    for dataset, (_, _, pattern) in FORMATS.items():
+        names = section_names(folder, pattern)
+        if len(names) == 1:
+            return dataset, names[0]
+    raise SystemExit(f"{folder} holds no single section in the HER2ST or STUtility MOB file format.")
+
+
+def shared_genes(train: list, test, n_genes: int) -> list[str]:
+    """The top genes by mean over the training sections, among those the test section measures."""
+    tables = [t for s in train for t in s.tables.values()]
+    ranked = pixnet.pp.select_genes(tables, n_top=min(t.n_vars for t in tables))["genes"]
+    measured = set(next(iter(test.tables.values())).var_names)
+    return [g for g in ranked if g in measured][:n_genes]
+
+
+def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict]:
+    """Train every method on ``train``, evaluate on ``test``; one result row per method."""
+    genes = shared_genes(train, test, args.n_genes)
+    spots = f"{test_name}_spots"
+    rows = []
+    started = time.perf_counter()
+    model = pixnet.tl.train(
+        train,
+        genes=genes,
+        microns_per_pixel=args.microns_per_pixel,
+        patch_size=args.patch_size,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        decoder_width=args.decoder_width,
+        freeze_encoder=args.freeze_encoder,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        pcc_weight=args.pcc_weight,
+        validation=None if args.validation == "none" else args.validation,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        progress=args.progress,
+    )
+    pixnet.tl.predict(test, shapes=spots, model=model, tile_size=512, progress=args.progress, overwrite=True)
+    timings = {"pixnet": time.perf_counter() - started}
+    for method in args.baselines:
+        started = time.perf_counter()
+        baseline = pixnet.tl.train_baseline(
+            train, method, like=model, k=args.k, seed=args.seed, device=args.device, progress=args.progress
+        )
+        pixnet.tl.predict_baseline(test, spots, baseline, device=args.device, progress=False, overwrite=True)
+        timings[method] = time.perf_counter() - started
+    for method, seconds in timings.items():
+        summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
+        rows.append({"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], "seconds": seconds})
+    epochs = len([h for h in model.history if h["epoch"] > 0])
+    print(
+        f"[{dataset} {test_name}] {epochs} epochs; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows)
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding her2st/ and stutility_mob/")
+    parser.add_argument("--datasets", nargs="+", default=list(FORMATS), choices=list(FORMATS))
+    parser.add_argument("--sections", nargs="+", help="hold out only these sections (default: each in turn)")
+    parser.add_argument("--test-section", type=Path, help="a folder with one section of a supported format")
+    parser.add_argument("--n-genes", type=int, default=250)
+    parser.add_argument("--microns-per-pixel", type=float, default=4.0)
+    parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--encoder-weights", default="imagenet")
+    parser.add_argument("--decoder-width", type=int, default=128)
+    parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--pcc-weight", type=float, default=0.5)
+    parser.add_argument("--validation", choices=["region", "none"], default="none")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "mean"])
+    parser.add_argument("--k", type=int, default=25)
+    parser.add_argument("--constant-genes", default="omit", choices=["omit", "minus_one"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the table as CSV")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    started = time.perf_counter()
+    rows = []
+    if args.test_section is not None:
+        dataset, name = detect_format(args.test_section)
+        reader, folder, pattern = FORMATS[dataset]
+        train = [reader(s, args.data / folder) for s in section_names(args.data / folder, pattern) if s != name]
+        rows += run_fold(dataset, train, reader(name, args.test_section), name, args)
+    else:
+        for dataset in args.datasets:
+            reader, folder, pattern = FORMATS[dataset]
+            names = section_names(args.data / folder, pattern)
+            if len(names) < 2:
+                raise SystemExit(f"{args.data / folder} needs at least two sections, found {names}.")
+            sections = {n: reader(n, args.data / folder) for n in names}
+            for name in args.sections or names:
+                if name in sections:
+                    train = [s for n, s in sections.items() if n != name]
+                    rows += run_fold(dataset, train, sections[name], name, args)
+
+    table = pd.DataFrame(rows)
+    means = table.groupby(["dataset", "method"], sort=False).mean(numeric_only=True).reset_index()
+    means["section"] = "mean"
+    table = pd.concat([table, means], ignore_index=True)
+    table = table.sort_values(["dataset", "section", "method"], key=lambda c: c.map(_order), kind="stable")
+    columns = ["dataset", "section", "method", "pcc_f", "pcc_s", "pcc_m", "mse", "mae", "n_spots", "seconds"]
+    pd.set_option("display.width", 200)
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out")}
+    print(f"\nsettings: {settings}")
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    wins = _wins(table)
+    print(f"\nPixNet PCC@M above ridge on {wins[0]} of {wins[1]} held-out sections")
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+    if args.out:
+        table.to_csv(args.out, index=False)
+
+
+def _order(value):
+    return (1, value) if value == "mean" else (0, value)
+
+
+def _wins(table: pd.DataFrame) -> tuple[int, int]:
+    held_out = table[table["section"] != "mean"].pivot_table(
+        index=["dataset", "section"], columns="method", values="pcc_m"
+    )
+    if "ridge" not in held_out:
+        return 0, 0
+    return int(np.sum(held_out["pixnet"] > held_out["ridge"])), len(held_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Per-gene agreement between predicted and measured expression, and its summaries (PCC@F/S/M)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["CONSTANT_GENE_POLICIES", "gene_metrics", "summarize_metrics"]
+
+CONSTANT_GENE_POLICIES = ("omit", "minus_one")
+"""How a gene whose predicted or measured values are constant enters PCC@F/S/M, where its PCC is undefined:
+
+- ``"omit"``: left out of the PCC summaries (they are then over fewer genes; ``n_constant`` says how many).
+- ``"minus_one"``: counted as PCC = -1, the worst possible value, so that a model that predicts a constant
+  cannot look better than one that tries.
+"""
+
+
+def gene_metrics(
+    predicted: np.ndarray,
+    measured: np.ndarray,
+    genes: list[str],
+    sections: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per-gene PCC, MSE and MAE, over all spots or per section.
+
+    Parameters
+    ----------
+    predicted, measured
+        ``(n_spots, n_genes)`` arrays in the same units.
+    genes
+        Gene names (columns).
+    sections
+        Section label per spot; ``None`` pools all spots into the section ``"all"``.
+
+    Returns
+    -------
+    One row per section and gene: ``section``, ``gene``, ``pcc`` (NaN where either side is constant),
+    ``mse``, ``mae``, ``n_spots`` and ``constant``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pixnet.metrics import gene_metrics
+    >>> gene_metrics(np.array([[1.0], [2.0], [3.0]]), np.array([[2.0], [4.0], [6.0]]), ["A"])[["gene", "pcc", "mae"]]
+      gene  pcc  mae
+    0    A  1.0  2.0
+
+    """
+    predicted, measured = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
+    if predicted.shape != measured.shape or predicted.ndim != 2:
+        raise ValueError(f"predicted {predicted.shape} and measured {measured.shape} must be equal (spots, genes).")
+    if predicted.shape[1] != len(genes):
+        raise ValueError(f"{len(genes)} gene names for {predicted.shape[1]} columns.")
+    if sections is None:
+        sections = np.full(len(predicted), "all", dtype=object)
+    sections = np.asarray(sections)
+    frames = []
+    for section in pd.unique(sections):
+        rows = sections == section
+        p, m = predicted[rows], measured[rows]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "section": str(section),
+                    "gene": list(genes),
+                    "pcc": _pearson(p, m),
+                    "mse": ((p - m) ** 2).mean(axis=0),
+                    "mae": np.abs(p - m).mean(axis=0),
+                    "n_spots": int(rows.sum()),
+                    "constant": _constant(p) | _constant(m),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _constant(values: np.ndarray) -> np.ndarray:
+    if len(values) < 2:
+        return np.ones(values.shape[1], bool)
+    spread = values.max(axis=0) - values.min(axis=0)
+    return spread <= 1e-12 * np.maximum(np.abs(values).max(axis=0), 1.0)
+
+
+def _pearson(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    pc, mc = p - p.mean(axis=0), m - m.mean(axis=0)
+    denominator = np.sqrt((pc**2).sum(axis=0) * (mc**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pcc = (pc * mc).sum(axis=0) / denominator
+    pcc[_constant(p) | _constant(m)] = np.nan
+    return np.clip(pcc, -1.0, 1.0)
+
+
+def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> pd.DataFrame:
+    """PCC@F (first quartile over genes), PCC@S (median), PCC@M (mean), mean MSE and MAE, per section.
+
+    Parameters
+    ----------
+    per_gene
+        Output of :func:`gene_metrics`.
+    constant_genes
+        One of :data:`CONSTANT_GENE_POLICIES`.
+
+    Returns
+    -------
+    One row per section (index), columns ``pcc_f, pcc_s, pcc_m, mse, mae, n_spots, n_genes, n_constant``;
+    with more than one section, a last row ``"mean"`` averages the sections (each section counts once).
+
+    """
+    if constant_genes not in CONSTANT_GENE_POLICIES:
+        raise ValueError(f"constant_genes must be one of {CONSTANT_GENE_POLICIES}, got {constant_genes!r}.")
+    rows = {}
+    for section, group in per_gene.groupby("section", sort=False):
+        pcc = group["pcc"].to_numpy(np.float64)
+        pcc = pcc[~group["constant"].to_numpy()] if constant_genes == "omit" else np.where(group["constant"], -1.0, pcc)
+        quartiles = np.quantile(pcc, [0.25, 0.5]) if pcc.size else (np.nan, np.nan)
+        rows[section] = {
+            "pcc_f": quartiles[0],
+            "pcc_s": quartiles[1],
+            "pcc_m": pcc.mean() if pcc.size else np.nan,
+            "mse": group["mse"].mean(),
+            "mae": group["mae"].mean(),
+            "n_spots": int(group["n_spots"].iloc[0]),
+            "n_genes": len(group),
+            "n_constant": int(group["constant"].sum()),
+        }
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    if len(summary) > 1:
+        mean = summary.mean(numeric_only=True)
+        mean[["n_spots", "n_genes", "n_constant"]] = summary[["n_spots", "n_genes", "n_constant"]].sum()
+        mean["n_genes"] = summary["n_genes"].iloc[0]
+        summary.loc["mean"] = mean
+    summary.index.name = "section"
+    return summary

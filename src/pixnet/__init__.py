@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pl, pp, tl
+from . import baseline, datasets, metrics, pl, pp, tl
 from ._inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
 
 try:
@@ -14,9 +14,11 @@ __all__ = [
     "ResolvedImage",
     "ResolvedInputs",
     "ResolvedShapes",
+    "baseline",
     "bin_shapes",
     "datasets",
     "find_shapes",
+    "metrics",
     "pl",
     "pp",
     "resolve_inputs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -16,7 +17,7 @@ from ..pp import Normalization, normalize
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate"]
+__all__ = ["Paired", "evaluate", "paired_values"]
 
 MODES = ("pooled", "per_section")
 
@@ -70,6 +71,55 @@ def _normalization(predicted: ad.AnnData, normalization) -> Normalization:
             "pixnet.tl.predict); pass normalization= (e.g. 'none' if the measured table is in the same units)."
         )
     return Normalization.from_dict(record)
+
+
+@dataclass
+class Paired:
+    """Predicted and measured values of the same spots and genes, in the predictions' units."""
+
+    predicted: np.ndarray  # (n_measured, n_genes)
+    measured: np.ndarray
+    genes: list[str]
+    predicted_table: ad.AnnData
+    predicted_name: str
+    measured_table: ad.AnnData
+    measured_name: str
+    normalization: Normalization
+
+
+def paired_values(
+    sdata: SpatialData | None,
+    predicted: str | ad.AnnData,
+    measured: str | ad.AnnData | None = None,
+    *,
+    genes: list[str] | None = None,
+    normalization: str | Normalization | None = None,
+) -> Paired:
+    """Match predicted to measured rows and bring the measured counts into the predictions' units.
+
+    See :func:`evaluate` for the arguments. Rows follow the measured table.
+    """
+    predicted_table, predicted_name = _table(sdata, predicted, "predicted")
+    if measured is None:
+        regions = _regions(predicted_table)
+        if sdata is None or len(regions) != 1:
+            raise ValueError("Cannot find the measured table by itself: pass measured= (a table name or AnnData).")
+        measured = _table_for(sdata, regions[0], None, required=True)
+    measured_table, measured_name = _table(sdata, measured, "measured")
+    if "pixnet" in measured_table.uns and normalization is None:
+        raise ValueError(f"The measured table {measured_name!r} is a pixnet output, not a measurement.")
+    genes = list(predicted_table.var_names) if genes is None else list(genes)
+    for side, table in (("predicted", predicted_table), ("measured", measured_table)):
+        missing = [g for g in genes if g not in table.var_names]
+        if missing:
+            raise ValueError(f"{len(missing)} genes are missing from the {side} table, e.g. {missing[:5]}.")
+    units = _normalization(predicted_table, normalization)
+    matched = predicted_table[_match(predicted_table, measured_table)]
+    area = matched.obs["area_um2"].to_numpy(np.float64) if "area_um2" in matched.obs else None
+    values = matched[:, genes].X
+    values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)
+    truth = normalize(measured_table, genes, units, area_um2=area).astype(np.float64)
+    return Paired(values, truth, genes, predicted_table, predicted_name, measured_table, measured_name, units)
 
 
 def evaluate(
@@ -137,49 +187,28 @@ def evaluate(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    predicted_table, predicted_name = _table(sdata, predicted, "predicted")
-    if measured is None:
-        regions = _regions(predicted_table)
-        if sdata is None or len(regions) != 1:
-            raise ValueError("Cannot find the measured table by itself: pass measured= (a table name or AnnData).")
-        measured = _table_for(sdata, regions[0], None, required=True)
-    measured_table, measured_name = _table(sdata, measured, "measured")
-    if "pixnet" in measured_table.uns and normalization is None:
-        raise ValueError(f"The measured table {measured_name!r} is a pixnet output, not a measurement.")
-    genes = list(predicted_table.var_names) if genes is None else list(genes)
-    for side, table in (("predicted", predicted_table), ("measured", measured_table)):
-        missing = [g for g in genes if g not in table.var_names]
-        if missing:
-            raise ValueError(f"{len(missing)} genes are missing from the {side} table, e.g. {missing[:5]}.")
+    pair = paired_values(sdata, predicted, measured, genes=genes, normalization=normalization)
     if mode == "per_section":
-        section_key = section_key or (_keys(measured_table) or (None, None))[0]
-        if section_key is None or section_key not in measured_table.obs:
+        section_key = section_key or (_keys(pair.measured_table) or (None, None))[0]
+        if section_key is None or section_key not in pair.measured_table.obs:
             raise ValueError(f"mode='per_section' needs a section column in measured.obs; got {section_key!r}.")
-    units = _normalization(predicted_table, normalization)
-
-    rows = _match(predicted_table, measured_table)
-    matched = predicted_table[rows]
-    area = matched.obs["area_um2"].to_numpy(np.float64) if "area_um2" in matched.obs else None
-    truth = normalize(measured_table, genes, units, area_um2=area)
-    values = matched[:, genes].X
-    values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)
-    sections = measured_table.obs[section_key].astype(str).to_numpy() if mode == "per_section" else None
-    per_gene_table = gene_metrics(values, truth, genes, sections)
+    sections = pair.measured_table.obs[section_key].astype(str).to_numpy() if mode == "per_section" else None
+    per_gene_table = gene_metrics(pair.predicted, pair.measured, pair.genes, sections)
     summary = summarize_metrics(per_gene_table, constant_genes)
     if mode == "pooled":
         summary.index = pd.Index(["pooled"], name="section")
         per_gene_table["section"] = "pooled"
-    logger.info("Evaluated %s against %s: %s", predicted_name, measured_name, summary.iloc[-1].to_dict())
+    logger.info("Evaluated %s against %s: %s", pair.predicted_name, pair.measured_name, summary.iloc[-1].to_dict())
     if key_added is not None:
-        predicted_table.uns[key_added] = {
+        pair.predicted_table.uns[key_added] = {
             "summary": summary,
             "per_gene": per_gene_table,
             "params": {
-                "measured": measured_name,
+                "measured": pair.measured_name,
                 "mode": mode,
                 "section_key": section_key or "",
                 "constant_genes": constant_genes,
-                "normalization": units.to_dict(),
+                "normalization": pair.normalization.to_dict(),
             },
         }
     return per_gene_table if per_gene else summary

@@ -1,0 +1,118 @@
+"""Plots of agreement: per-gene PCC distributions and predicted vs measured scatter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from spatialdata import SpatialData
+
+from ..metrics import gene_metrics
+from ..tl._evaluate import paired_values
+from ._utils import finish
+
+__all__ = ["pcc_distribution", "scatter"]
+
+
+def _per_gene(result: pd.DataFrame | ad.AnnData, key: str) -> pd.DataFrame:
+    if isinstance(result, ad.AnnData):
+        if key not in result.uns:
+            raise ValueError(f"The table has no uns[{key!r}]; run pixnet.tl.evaluate on it first.")
+        return result.uns[key]["per_gene"]
+    if "pcc" not in result:
+        raise ValueError("Expected per-gene results with a 'pcc' column (pixnet.tl.evaluate(..., per_gene=True)).")
+    return result
+
+
+def pcc_distribution(
+    results: Mapping[str, pd.DataFrame | ad.AnnData],
+    *,
+    key: str = "pixnet_evaluation",
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+) -> Axes:
+    """Per-gene PCC of one or more methods, as box plots with every gene drawn.
+
+    Parameters
+    ----------
+    results
+        Method name -> per-gene results (``pixnet.tl.evaluate(..., per_gene=True)``) or a predicted table that
+        :func:`pixnet.tl.evaluate` annotated. Genes with undefined PCC (constant values) are not drawn.
+    key
+        Where evaluate stored its results in a table's ``uns``.
+    ax
+        Axes to draw into.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The axes.
+
+    """
+    if not results:
+        raise ValueError("results is empty: pass {method name: per-gene results}.")
+    values = {name: _per_gene(r, key)["pcc"].dropna().to_numpy() for name, r in results.items()}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.4 * len(values), 4), layout="constrained")
+    ax.boxplot(list(values.values()), showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)  # jitter only
+    for i, v in enumerate(values.values(), start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, v.size), v, s=6, alpha=0.5, color="tab:blue", linewidths=0)
+    ax.set_xticks(range(1, len(values) + 1))
+    ax.set_xticklabels([f"{name}\nPCC@M {v.mean():.3f}" if v.size else name for name, v in values.items()])
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel("per-gene PCC")
+    n_genes = max(v.size for v in values.values())
+    ax.set_title(f"Per-gene PCC ({n_genes} genes)")
+    finish(ax.figure, save)
+    return ax
+
+
+def scatter(
+    sdata: SpatialData | None,
+    gene: str,
+    predicted: str | ad.AnnData,
+    measured: str | ad.AnnData | None = None,
+    *,
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+) -> Axes:
+    """Predicted against measured values of one gene, in the predictions' units, with their PCC.
+
+    Parameters
+    ----------
+    sdata, predicted, measured
+        As for :func:`pixnet.tl.evaluate`.
+    gene
+        The gene.
+    ax
+        Axes to draw into.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The axes.
+
+    """
+    pair = paired_values(sdata, predicted, measured, genes=[gene])
+    x, y = pair.measured[:, 0], pair.predicted[:, 0]
+    pcc = gene_metrics(pair.predicted, pair.measured, [gene])["pcc"].iloc[0]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+    ax.scatter(x, y, s=8, alpha=0.6, linewidths=0)
+    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    ax.plot([low, high], [low, high], color="grey", linewidth=0.8, label="y = x")
+    units = pair.normalization.method
+    ax.set_xlabel(f"measured ({units})")
+    ax.set_ylabel(f"predicted ({units})")
+    ax.set_title(f"{gene}: PCC {pcc:.3f}, {len(x)} spots")
+    ax.legend(loc="upper left")
+    finish(ax.figure, save)
+    return ax

@@ -1,0 +1,235 @@
+"""Expression on the tissue: measured vs predicted spots over the H&E, and the dense map as an overlay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask.array as da
+import matplotlib.pyplot as plt
+import numpy as np
+import shapely
+from matplotlib.axes import Axes
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Polygon, Rectangle
+from spatialdata import SpatialData
+
+from .._inputs import ResolvedShapes, _affine, _levels, _regions, resolve_inputs
+from ..metrics import gene_metrics
+from ..tl._evaluate import paired_values
+from ._utils import finish
+
+__all__ = ["dense_map", "expression"]
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in level-0 image pixels
+
+
+def _background(sdata: SpatialData, image: str, box: Box, max_size: int) -> tuple[np.ndarray, list[float]]:
+    """The H&E inside ``box`` at the finest level no larger than ``max_size`` px, and its imshow extent."""
+    levels = _levels(sdata.images[image])
+    width0 = levels[0].sizes["x"]
+    side = max(box[2] - box[0], box[3] - box[1])
+    level = next((lv for lv in levels if side * lv.sizes["x"] / width0 <= max_size), levels[-1])
+    down = width0 / level.sizes["x"]
+    x0, y0 = (max(int(np.floor(v / down)), 0) for v in box[:2])
+    x1 = min(int(np.ceil(box[2] / down)), level.sizes["x"])
+    y1 = min(int(np.ceil(box[3] / down)), level.sizes["y"])
+    rgb = level.transpose("y", "x", "c").isel(c=slice(0, 3), y=slice(y0, y1), x=slice(x0, x1)).values
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb / max(float(rgb.max()), 1e-12), 0, 1)
+    return rgb, [x0 * down, x1 * down, y1 * down, y0 * down]
+
+
+def _shape_patches(shapes: ResolvedShapes, positions: np.ndarray) -> list:
+    if shapes.kind == "circle":
+        return [Circle(tuple(shapes.centres[i]), shapes.half_size[i]) for i in positions]
+    if shapes.kind == "square":
+        h = shapes.half_size
+        return [Rectangle(tuple(shapes.centres[i] - h[i]), 2 * h[i], 2 * h[i]) for i in positions]
+    geometry = shapes.polygons.iloc[positions].to_numpy()
+    return [Polygon(shapely.get_coordinates(shapely.get_exterior_ring(g))) for g in geometry]
+
+
+def _shapes_box(shapes: ResolvedShapes, positions: np.ndarray, margin: float = 0.05) -> Box:
+    reach = shapes.half_size[positions] if shapes.half_size is not None else 0.0
+    c = shapes.centres[positions]
+    if shapes.kind == "polygon":
+        b = shapely.bounds(shapes.polygons.iloc[positions].to_numpy())
+        lo, hi = b[:, :2].min(axis=0), b[:, 2:].max(axis=0)
+    else:
+        lo, hi = (c - np.c_[reach, reach]).min(axis=0), (c + np.c_[reach, reach]).max(axis=0)
+    pad = margin * float(max(hi - lo))
+    return lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad
+
+
+def expression(
+    sdata: SpatialData,
+    genes: str | Sequence[str],
+    predicted: str,
+    measured: str | None = None,
+    *,
+    image: str | None = None,
+    map_name: str | None = None,
+    cmap: str = "viridis",
+    max_size: int = 1500,
+    panel_size: float = 4.0,
+    save: str | Path | None = None,
+) -> Figure:
+    """Measured and predicted expression of chosen genes side by side on the tissue.
+
+    One row per gene: the measured spots (counts in the predictions' units, see :func:`pixnet.tl.evaluate`),
+    the predicted spots with their PCC over the spots, and, with ``map_name``, the dense map over the same
+    area. Spots share one colour scale per gene; the H&E is drawn underneath.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object.
+    genes
+        Gene(s) to draw.
+    predicted, measured
+        Table names, as for :func:`pixnet.tl.evaluate`.
+    image
+        The H&E image element (see :func:`pixnet.resolve_inputs`).
+    map_name
+        A dense map element (e.g. ``"pixnet_map"``) to add as a third column.
+    cmap
+        Colour map.
+    max_size
+        Largest side of the drawn H&E in pixels (a coarser pyramid level is used above it).
+    panel_size
+        Size of each panel in inches.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The figure.
+
+    """
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    pair = paired_values(sdata, predicted, measured, genes=genes)
+    regions = _regions(pair.measured_table)
+    if len(regions) != 1:
+        raise ValueError(f"The measured table annotates {regions}; plot one shapes element at a time.")
+    inputs = resolve_inputs(sdata, image, regions[0], pair.measured_name, level=0, require_pixel_size=False)
+    shapes = inputs.shapes[regions[0]]
+    box = _shapes_box(shapes, shapes.shape_positions)
+    background, extent = _background(sdata, inputs.image.name, box, max_size)
+    pcc = gene_metrics(pair.predicted, pair.measured, genes)["pcc"].to_numpy()
+
+    n_cols = 3 if map_name else 2
+    fig, axes = plt.subplots(
+        len(genes), n_cols, figsize=(panel_size * n_cols, panel_size * len(genes)), squeeze=False, layout="constrained"
+    )
+    for row, gene in enumerate(genes):
+        both = np.concatenate([pair.measured[:, row], pair.predicted[:, row]])
+        norm = Normalize(*np.percentile(both, [1, 99]))
+        titles = (f"{gene}: measured", f"{gene}: predicted, PCC {pcc[row]:.2f}")
+        for ax, values, title in zip(axes[row], (pair.measured[:, row], pair.predicted[:, row]), titles, strict=False):
+            ax.imshow(background, extent=extent)
+            patches = PatchCollection(_shape_patches(shapes, shapes.shape_positions), cmap=cmap, norm=norm)
+            patches.set_array(values)
+            patches.set_edgecolor("none")
+            ax.add_collection(patches)
+            ax.set_title(title)
+        fig.colorbar(patches, ax=axes[row, :2], shrink=0.8, label=pair.normalization.method)
+        if map_name:
+            dense_map(sdata, gene, map_name, image=inputs.image.name, region=box, max_size=max_size, ax=axes[row, 2])
+    for ax in axes.ravel():
+        ax.set_xlim(box[0], box[2])
+        ax.set_ylim(box[3], box[1])
+        ax.set_axis_off()
+    finish(fig, save)
+    return fig
+
+
+def dense_map(
+    sdata: SpatialData,
+    gene: str,
+    map_name: str = "pixnet_map",
+    *,
+    image: str | None = None,
+    region: Box | None = None,
+    max_size: int = 1024,
+    alpha: float = 0.7,
+    cmap: str = "magma",
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+) -> Axes:
+    """One gene of a dense map as an overlay on the H&E.
+
+    Only the drawn window of the lazy map is computed, averaged down to at most ``max_size`` pixels a side: a
+    whole-slide view runs the model over the whole slide once, a zoom (``region``) only over the zoom.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object.
+    gene
+        Channel of the map.
+    map_name
+        The dense map element (from :func:`pixnet.tl.predict`).
+    image
+        The H&E image element the map lies over (see :func:`pixnet.resolve_inputs`).
+    region
+        ``(x0, y0, x1, y1)`` in full-resolution pixels of ``image``; default: the whole map.
+    max_size
+        Largest side of the drawn map and H&E, in pixels.
+    alpha
+        Opacity of the map.
+    cmap
+        Colour map.
+    ax
+        Axes to draw into.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The axes.
+
+    """
+    if map_name not in sdata.images:
+        raise KeyError(
+            f"No image element {map_name!r}; run pixnet.tl.predict first (elements: {sorted(sdata.images)})."
+        )
+    dense = _levels(sdata.images[map_name])[0]
+    if gene not in dense.coords["c"].values:
+        raise ValueError(f"{gene!r} is not a channel of {map_name!r}.")
+    inputs = resolve_inputs(sdata, image, [], level=0, require_pixel_size=False)
+    cs = inputs.image.coordinate_system
+    map_to_image = np.linalg.inv(_affine(sdata.images[inputs.image.name], cs)) @ _affine(sdata.images[map_name], cs)
+    scale = float(map_to_image[0, 0])
+    if region is None:
+        region = (0.0, 0.0, dense.sizes["x"] * scale, dense.sizes["y"] * scale)
+    x0, y0 = (max(int(np.floor(v / scale)), 0) for v in region[:2])
+    x1, y1 = (
+        min(int(np.ceil(region[2] / scale)), dense.sizes["x"]),
+        min(int(np.ceil(region[3] / scale)), dense.sizes["y"]),
+    )
+    step = max(1, int(np.ceil(max(x1 - x0, y1 - y0) / max_size)))
+    window = dense.sel(c=gene).data[y0:y1, x0:x1]
+    values = da.coarsen(np.mean, window, {0: step, 1: step}, trim_excess=True).compute()
+    background, extent = _background(sdata, inputs.image.name, region, max_size)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6), layout="constrained")
+    ax.imshow(background, extent=extent)
+    height, width = values.shape
+    shown = ax.imshow(
+        values,
+        extent=[x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale],
+        cmap=cmap,
+        alpha=alpha,
+        vmin=0,
+        vmax=float(np.percentile(values, 99.5)) or None,
+    )
+    ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="density per map pixel")
+    ax.set_xlim(region[0], region[2])
+    ax.set_ylim(region[3], region[1])
+    ax.set_title(f"{gene}: dense map")
+    ax.set_axis_off()
+    finish(ax.figure, save)
+    return ax

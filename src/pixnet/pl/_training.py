@@ -1,0 +1,52 @@
+"""Training curves from a model's history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..model import PixNet
+from ._utils import finish
+
+__all__ = ["training_curves"]
+
+
+def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
+    """Loss and mean per-gene PCC per epoch, on training and (when there was one) validation spots.
+
+    Epoch 0 is the untrained model on the validation spots, so the curves show what training gained.
+
+    Parameters
+    ----------
+    model
+        A trained model (its ``history``).
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The figure (two axes: loss, PCC).
+
+    """
+    history = model.history
+    if not history:
+        raise ValueError("The model has no training history (it was built, not trained).")
+    fig, (loss_ax, pcc_ax) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    for ax, metric, label in ((loss_ax, "loss", "loss (MSE + λ(1 − PCC))"), (pcc_ax, "pcc", "mean per-gene PCC")):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            points = [(h["epoch"], h[f"{split}_{metric}"]) for h in history if f"{split}_{metric}" in h]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=split, markersize=4)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.legend()
+    best = min((h["val_loss"], h["epoch"]) for h in history if "val_loss" in h) if "val_loss" in history[-1] else None
+    epochs = max(h["epoch"] for h in history)
+    suffix = f", best validation loss {best[0]:.3f} at epoch {best[1]}" if best else ""
+    fig.suptitle(f"PixNet training: {epochs} epochs, {len(model.genes)} genes{suffix}")
+    finish(fig, save)
+    return fig

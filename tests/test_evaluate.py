@@ -1,0 +1,116 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from spatialdata.models import TableModel
+
+import pixnet
+from pixnet.metrics import gene_metrics, summarize_metrics
+
+
+def test_gene_metrics_match_hand_computed_values():
+    predicted = np.array([[1.0, 2.0, 5.0], [2.0, 2.0, 3.0], [3.0, 2.0, 1.0], [4.0, 2.0, 3.0]])
+    measured = np.array([[2.0, 1.0, 1.0], [4.0, 2.0, 2.0], [6.0, 3.0, 3.0], [8.0, 4.0, 2.0]])
+    got = gene_metrics(predicted, measured, ["up", "flat", "down"]).set_index("gene")
+    # gene "up": measured = 2 x predicted -> PCC 1; errors 1, 2, 3, 4
+    assert got.loc["up", "pcc"] == pytest.approx(1.0)
+    assert got.loc["up", "mse"] == pytest.approx((1 + 4 + 9 + 16) / 4)
+    assert got.loc["up", "mae"] == pytest.approx(2.5)
+    # gene "flat": the prediction is constant -> PCC undefined, flagged
+    assert np.isnan(got.loc["flat", "pcc"]) and got.loc["flat", "constant"]
+    assert got.loc["flat", "mse"] == pytest.approx((1 + 0 + 1 + 4) / 4)
+    # gene "down": p - mean = (2, 0, -2, 0), m - mean = (-1, 0, 1, 0) -> PCC -1
+    assert got.loc["down", "pcc"] == pytest.approx(-1.0)
+    assert (got["n_spots"] == 4).all() and got["section"].eq("all").all()
+
+
+def test_constant_gene_policy_and_quartiles():
+    per_gene = pd.DataFrame(
+        {
+            "section": "s",
+            "gene": list("abcde"),
+            "pcc": [0.1, 0.2, 0.3, 0.4, np.nan],
+            "mse": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "mae": 1.0,
+            "n_spots": 10,
+            "constant": [False, False, False, False, True],
+        }
+    )
+    omit = summarize_metrics(per_gene, "omit").loc["s"]
+    assert omit["pcc_m"] == pytest.approx(0.25)
+    assert omit["pcc_s"] == pytest.approx(0.25)
+    assert omit["pcc_f"] == pytest.approx(0.175)  # numpy's linear quantile of 0.1..0.4 at 0.25
+    assert omit["mse"] == pytest.approx(3.0) and omit["n_constant"] == 1
+    minus_one = summarize_metrics(per_gene, "minus_one").loc["s"]
+    assert minus_one["pcc_m"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 - 1) / 5)
+    assert minus_one["pcc_s"] == pytest.approx(0.2)
+    assert minus_one["pcc_f"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="constant_genes must be one of"):
+        summarize_metrics(per_gene, "zero")
+
+
+def _tables(seed=0):
+    """A measured count table over two sections and a predicted table in 'none' units, matched by instance id."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(5, (30, 4)).astype(np.float32)
+    obs = pd.DataFrame(
+        {"region": pd.Categorical(["spots"] * 30), "spot_id": np.arange(30), "section": ["A"] * 15 + ["B"] * 15}
+    )
+    measured = TableModel.parse(
+        ad.AnnData(
+            sp.csr_matrix(counts), obs=obs.set_index(obs.index.astype(str)), var=pd.DataFrame(index=list("wxyz"))
+        ),
+        region="spots",
+        region_key="region",
+        instance_key="spot_id",
+    )
+    order = rng.permutation(30)
+    noise = rng.normal(0, 1, (30, 4))
+    pred_obs = pd.DataFrame(
+        {"region": pd.Categorical(["spots"] * 30), "spot_id": order}, index=[f"p{i}" for i in order]
+    )
+    predicted = TableModel.parse(
+        ad.AnnData(
+            (counts[order] + noise[order]).astype(np.float32), obs=pred_obs, var=pd.DataFrame(index=list("wxyz"))
+        ),
+        region="spots",
+        region_key="region",
+        instance_key="spot_id",
+    )
+    return measured, predicted, counts, counts + noise
+
+
+def test_evaluate_matches_rows_by_instance_id_and_stores_results():
+    measured, predicted, counts, values = _tables()
+    summary = pixnet.tl.evaluate(None, predicted, measured, normalization="none")
+    expected = summarize_metrics(gene_metrics(values, counts, list("wxyz")))
+    assert summary.index.tolist() == ["pooled"]
+    np.testing.assert_allclose(
+        summary[["pcc_m", "mse", "mae"]].to_numpy(), expected[["pcc_m", "mse", "mae"]].to_numpy()
+    )
+    stored = predicted.uns["pixnet_evaluation"]
+    assert stored["params"]["mode"] == "pooled" and len(stored["per_gene"]) == 4
+
+    per_section = pixnet.tl.evaluate(
+        None, predicted, measured, normalization="none", mode="per_section", section_key="section"
+    )
+    assert per_section.index.tolist() == ["A", "B", "mean"]
+    assert per_section.loc["mean", "pcc_m"] == pytest.approx(per_section.loc[["A", "B"], "pcc_m"].mean())
+    assert per_section.loc["A", "n_spots"] == 15
+    genes = pixnet.tl.evaluate(None, predicted, measured, normalization="none", per_gene=True, key_added=None)
+    assert set(genes["gene"]) == set("wxyz")
+
+
+def test_evaluate_refuses_what_it_cannot_compare():
+    measured, predicted, *_ = _tables()
+    with pytest.raises(ValueError, match="does not record its units"):
+        pixnet.tl.evaluate(None, predicted, measured)
+    with pytest.raises(ValueError, match="missing from the predicted table"):
+        pixnet.tl.evaluate(None, predicted[:, :2].copy(), measured, normalization="none", genes=list("wxyz"))
+    with pytest.raises(ValueError, match="have no prediction"):
+        pixnet.tl.evaluate(None, predicted[:20].copy(), measured, normalization="none")
+    with pytest.raises(ValueError, match="mode must be"):
+        pixnet.tl.evaluate(None, predicted, measured, normalization="none", mode="global")
+    with pytest.raises(ValueError, match="per_section"):
+        pixnet.tl.evaluate(None, predicted, measured, normalization="none", mode="per_section", section_key="donor")

@@ -1,0 +1,65 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+
+import pixnet
+from pixnet.datasets import synthetic_spots
+
+
+@pytest.fixture(scope="module")
+def predicted():
+    train = synthetic_spots("visium", size_um=700, n_genes=16, seed=0, sample_id="a")
+    test = synthetic_spots("visium", size_um=700, n_genes=16, seed=1, sample_id="b")
+    model = pixnet.tl.train(
+        train, microns_per_pixel=2.0, patch_size=64, decoder_width=8, epochs=2, n_top_genes=4, progress=False
+    )
+    pixnet.tl.predict(test, "b_spots", model, progress=False)
+    baseline = pixnet.tl.train_baseline(train, "ridge", like=model, progress=False)
+    pixnet.tl.predict_baseline(test, "b_spots", baseline, progress=False)
+    for name in ("pixnet_b_spots", "ridge_b_spots"):
+        pixnet.tl.evaluate(test, name)
+    return test, model
+
+
+def _rendered(path):
+    assert path.is_file() and path.stat().st_size > 5000
+    plt.close("all")
+
+
+def test_expression_side_by_side_with_dense_map(predicted, tmp_path):
+    sdata, model = predicted
+    fig = pixnet.pl.expression(sdata, model.genes[:2], "pixnet_b_spots", map_name="pixnet_map", save=tmp_path / "e.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert f"{model.genes[0]}: measured" in titles and any("PCC" in t for t in titles)
+    _rendered(tmp_path / "e.png")
+    pixnet.pl.expression(sdata, model.genes[0], "ridge_b_spots", save=tmp_path / "r.png")
+    _rendered(tmp_path / "r.png")
+
+
+def test_dense_map_whole_and_zoomed(predicted, tmp_path):
+    sdata, model = predicted
+    ax = pixnet.pl.dense_map(sdata, model.genes[0], save=tmp_path / "m.png")
+    assert model.genes[0] in ax.get_title()
+    _rendered(tmp_path / "m.png")
+    pixnet.pl.dense_map(sdata, model.genes[1], region=(100, 100, 400, 300), save=tmp_path / "z.png")
+    _rendered(tmp_path / "z.png")
+    with pytest.raises(ValueError, match="not a channel"):
+        pixnet.pl.dense_map(sdata, "NOT_A_GENE")
+
+
+def test_pcc_distribution_scatter_and_training_curves(predicted, tmp_path):
+    sdata, model = predicted
+    ax = pixnet.pl.pcc_distribution(
+        {"pixnet": sdata["pixnet_b_spots"], "ridge": sdata["ridge_b_spots"]}, save=tmp_path / "p.png"
+    )
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["pixnet", "ridge"]
+    _rendered(tmp_path / "p.png")
+    ax = pixnet.pl.scatter(sdata, model.genes[0], "pixnet_b_spots", save=tmp_path / "s.png")
+    assert ax.get_title().startswith(f"{model.genes[0]}: PCC")
+    _rendered(tmp_path / "s.png")
+    fig = pixnet.pl.training_curves(model, save=tmp_path / "c.png")
+    assert "2 epochs" in fig.get_suptitle()
+    _rendered(tmp_path / "c.png")

@@ -9,7 +9,7 @@ import pytest
 import shapely
 from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
-from spatialdata.transformations import Identity, Scale, Sequence, Translation, set_transformation
+from spatialdata.transformations import Identity, Scale, Sequence, Translation, get_transformation, set_transformation
 
 import pixnet
 
@@ -218,3 +218,14 @@ def test_visium_hd_bins_read_as_circles_are_squares(hd_folder, hd_sdata):
     assert a.kind == b.kind == "square"
     np.testing.assert_allclose(b.centres, a.centres)
     np.testing.assert_allclose(b.half_size, a.half_size)
+
+
+def test_a_dense_map_over_the_image_is_never_taken_for_the_he(spots_sdata):
+    he = spots_sdata.images["synthetic_visium_image"]
+    level0 = he["scale0"]["image"] if hasattr(he, "children") else he
+    transformations = get_transformation(he, get_all=True)
+    height, width = level0.sizes["y"], level0.sizes["x"]
+    finer = da.zeros((5, 2 * height, 2 * width), chunks=(5, 256, 256))  # more pixels than the H&E
+    scaled = {cs: Sequence([Scale([0.5, 0.5], axes=("x", "y")), t]) for cs, t in transformations.items()}
+    spots_sdata.images["pixnet_map"] = Image2DModel.parse(finer, dims=("c", "y", "x"), transformations=scaled)
+    assert pixnet.resolve_inputs(spots_sdata).image.name == "synthetic_visium_image"

@@ -314,6 +314,8 @@ def _image_name(sdata: SpatialData, image: str | None, shape_names: list[str]) -
             + ", ".join(f"{n!r} in {sorted(get_transformation(sdata.images[n], get_all=True))}" for n in sdata.images)
             + "). Set a transformation that places both in one coordinate system."
         )
+    # a dense map (channels = genes) lies over the H&E too, but is never the H&E
+    candidates = [n for n in candidates if _levels(sdata.images[n])[0].sizes.get("c") in (3, 4)] or candidates
     if len(candidates) == 1:
         return candidates[0]
     cs = sorted(shape_cs & set(get_transformation(sdata.images[candidates[0]], get_all=True)))[0]

@@ -95,11 +95,30 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
     for method, seconds in timings.items():
         summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
         rows.append({"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], "seconds": seconds})
+    if args.plots is not None:
+        save_plots(test, spots, model, list(timings), args.plots / f"{dataset}_{test_name}")
     epochs = len([h for h in model.history if h["epoch"] > 0])
     print(
         f"[{dataset} {test_name}] {epochs} epochs; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows)
     )
     return rows
+
+
+def save_plots(test, spots: str, model, methods: list[str], prefix: Path) -> None:
+    """Pictures of one fold: the best-predicted genes on the tissue, PCC distributions, training curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    per_gene = test[f"pixnet_{spots}"].uns["pixnet_evaluation"]["per_gene"]
+    best = per_gene.dropna(subset=["pcc"]).nlargest(3, "pcc")["gene"].tolist()
+    pixnet.pl.expression(test, best, f"pixnet_{spots}", map_name="pixnet_map", save=f"{prefix}_expression.png")
+    pixnet.pl.pcc_distribution({m: test[f"{m}_{spots}"] for m in methods}, save=f"{prefix}_pcc.png")
+    pixnet.pl.scatter(test, best[0], f"pixnet_{spots}", save=f"{prefix}_scatter.png")
+    pixnet.pl.training_curves(model, save=f"{prefix}_curves.png")
+    plt.close("all")
 
 
 def main() -> None:
@@ -128,6 +147,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the table as CSV")
+    parser.add_argument("--plots", type=Path, help="write each fold's pictures into this folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -158,7 +178,7 @@ def main() -> None:
     table = table.sort_values(["dataset", "section", "method"], key=lambda c: c.map(_order), kind="stable")
     columns = ["dataset", "section", "method", "pcc_f", "pcc_s", "pcc_m", "mse", "mae", "n_spots", "seconds"]
     pd.set_option("display.width", 200)
-    settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out", "plots")}
     print(f"\nsettings: {settings}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     wins = _wins(table)

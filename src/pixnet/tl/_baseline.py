@@ -204,7 +204,9 @@ def predict_baseline(
         extractor = FeatureExtractor(baseline.encoder, baseline.params["seed"], resolve_device(device))
     factor = inputs.image.microns_per_pixel / baseline.microns_per_pixel
     if extractor is not None:
-        crop, origin, factor = section_crop(inputs, baseline.microns_per_pixel, baseline.patch_size // 2)
+        crop, origin, factor = section_crop(
+            inputs, baseline.microns_per_pixel, baseline.patch_size // 2, measured_only=False
+        )
     tables = {}
     uns = {"baseline": repr(baseline), "normalization": baseline.normalization.to_dict()}
     for name, resolved in inputs.shapes.items():

@@ -58,11 +58,11 @@ def _span_bbox(spans: Spans, n: int) -> np.ndarray:
 
 
 def section_crop(
-    inputs: ResolvedInputs, microns_per_pixel: float, margin_px: int
+    inputs: ResolvedInputs, microns_per_pixel: float, margin_px: int, measured_only: bool = True
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The image around the resolved shapes plus ``margin_px``, at the working resolution.
 
-    Only measured shapes count when a table is resolved.
+    With ``measured_only``, shapes that a resolved table does not measure are left out.
 
     Returns
     -------
@@ -73,7 +73,7 @@ def section_crop(
     factor = level.microns_per_pixel / microns_per_pixel
     boxes = []
     for s in inputs.shapes.values():
-        rows = np.arange(len(s)) if s.shape_positions is None else s.shape_positions  # measured shapes only
+        rows = s.shape_positions if measured_only and s.shape_positions is not None else np.arange(len(s))
         if s.kind == "polygon":
             b = shapely.bounds(s.polygons.iloc[rows].to_numpy()) * factor
             boxes.append([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])

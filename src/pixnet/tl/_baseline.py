@@ -17,7 +17,7 @@ from ..pp import Normalization, select_genes
 from ..training._data import build_section, section_crop
 from ..training._loop import resolve_device
 from ._predict import _check_free, _shape_table
-from ._train import DEFAULT_MICRONS_PER_PIXEL, _per_section
+from ._train import DEFAULT_MICRONS_PER_PIXEL, resolve_sections
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +95,7 @@ def train_baseline(
     else:
         normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
         encoder_config = EncoderConfig(encoder, "random" if encoder_weights is None else str(encoder_weights))
-    objects = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
-    n = len(objects)
-    resolved = [
-        resolve_inputs(
-            o, i, s, t, require_table=True, target_microns_per_pixel=microns_per_pixel, **(resolve_kwargs or {})
-        )
-        for o, i, s, t in zip(
-            objects,
-            _per_section(image, n, "image"),
-            _per_section(shapes, n, "shapes"),
-            _per_section(table, n, "table"),
-            strict=True,
-        )
-    ]
+    _, resolved = resolve_sections(sdata, image, shapes, table, microns_per_pixel, resolve_kwargs)
     gene_record = select_genes([s.table for r in resolved for s in r.shapes.values()], n_top=n_top_genes, genes=genes)
     extractor = None
     if method != "mean":

@@ -40,6 +40,35 @@ def _per_section(value, n: int, what: str) -> list:
     return list(value)
 
 
+def resolve_sections(
+    sdata: SpatialData | Sequence[SpatialData],
+    image,
+    shapes,
+    table,
+    microns_per_pixel: float,
+    resolve_kwargs: dict | None,
+) -> tuple[list[SpatialData], list]:
+    """The training objects and their resolved, measured inputs (bad input fails here, before any image is read)."""
+    objects = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
+    if not objects:
+        raise ValueError("Training needs at least one SpatialData object.")
+    n = len(objects)
+    per_section = zip(
+        objects,
+        _per_section(image, n, "image"),
+        _per_section(shapes, n, "shapes"),
+        _per_section(table, n, "table"),
+        strict=True,
+    )
+    resolved = [
+        resolve_inputs(
+            o, i, s, t, require_table=True, target_microns_per_pixel=microns_per_pixel, **(resolve_kwargs or {})
+        )
+        for o, i, s, t in per_section
+    ]
+    return objects, resolved
+
+
 def train(
     sdata: SpatialData | Sequence[SpatialData],
     *,
@@ -148,12 +177,6 @@ def train(
     ...                         validation=None, progress=False)  # doctest: +SKIP
 
     """
-    objects = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
-    if not objects:
-        raise ValueError("train needs at least one SpatialData object.")
-    n = len(objects)
-    images, tables = _per_section(image, n, "image"), _per_section(table, n, "table")
-    shape_sets = _per_section(shapes, n, "shapes")
     normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
     if validation not in ("region", "section", None):
         raise ValueError(f"validation must be 'region', 'section' or None, got {validation!r}.")
@@ -161,14 +184,7 @@ def train(
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
     if patch_size < 32:
         raise ValueError(f"patch_size must be at least 32 pixels, got {patch_size}.")
-
-    # resolve everything first, so that bad input fails before any image is read
-    resolved = [
-        resolve_inputs(
-            o, i, s, t, require_table=True, target_microns_per_pixel=microns_per_pixel, **(resolve_kwargs or {})
-        )
-        for o, i, s, t in zip(objects, images, shape_sets, tables, strict=True)
-    ]
+    objects, resolved = resolve_sections(sdata, image, shapes, table, microns_per_pixel, resolve_kwargs)
     names = section_names or [r.image.name for r in resolved]
     if len(set(names)) != len(names):
         names = [f"{name}_{i}" for i, name in enumerate(names)]

@@ -99,7 +99,8 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
         save_plots(test, spots, model, list(timings), args.plots / f"{dataset}_{test_name}")
     epochs = len([h for h in model.history if h["epoch"] > 0])
     print(
-        f"[{dataset} {test_name}] {epochs} epochs; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows)
+        f"[{dataset} {test_name}] {epochs} epochs; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows),
+        flush=True,
     )
     return rows
 

@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--pcc-weight", type=float, default=0.5)
     parser.add_argument("--validation", choices=["region", "none"], default="none")
     parser.add_argument("--no-augment", action="store_true")

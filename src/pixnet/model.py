@@ -50,6 +50,9 @@ class PixNetConfig:
         The encoder's :class:`~pixnet.models.EncoderConfig` as a dict.
     decoder_width
         Channels of the deepest decoder stage.
+    decoder_norm
+        Normalisation in the decoder: ``"channel"`` (per-pixel layer norm; a pixel's prediction does not depend
+        on the batch or tile around it) or ``"batch"`` (how models saved before pixnet 0.2 were built).
 
     """
 
@@ -60,6 +63,7 @@ class PixNetConfig:
     patch_size: int
     encoder: dict
     decoder_width: int = 512
+    decoder_norm: str = "channel"
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -87,7 +91,7 @@ class PixNet:
         if encoder_weights is not None:
             config.encoder = loaded.to_dict()
             encoder_config = loaded
-        network = PixNetNetwork(encoder, encoder_config, len(config.genes), config.decoder_width)
+        network = PixNetNetwork(encoder, encoder_config, len(config.genes), config.decoder_width, config.decoder_norm)
         return cls(network, config)
 
     # ------------------------------------------------------------------------------------------ properties
@@ -184,7 +188,7 @@ class PixNet:
                 f"{path} was saved by pixnet {record.get('pixnet_version', '?')} in model format {version}; this "
                 f"pixnet ({_version()}) reads format {FORMAT_VERSION}. Load it with that version or train again."
             )
-        config = PixNetConfig(**record["config"])
+        config = PixNetConfig(**{"decoder_norm": "batch", **record["config"]})  # older files: batch norm
         model = cls.build(config)
         state = load_file(path / _WEIGHTS)
         model.network.load_state_dict(state)

@@ -10,19 +10,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PixNetDecoder"]
+__all__ = ["NORMS", "PixNetDecoder"]
+
+NORMS = ("channel", "batch")
+
+
+class ChannelNorm(nn.Module):
+    """Layer norm over the channels of each pixel: the same in training and in tiled prediction.
+
+    Batch norm normalises with statistics of the training batch but with running averages at prediction,
+    and group norm with statistics of the whole patch or tile; both make a pixel's output depend on what else
+    is being processed, which a dense map read out tile by tile must not.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``"channel"`` (:class:`ChannelNorm`) or ``"batch"`` (models saved before pixnet 0.2)."""
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"Unknown decoder norm {kind!r}; choose one of {NORMS}.")
 
 
 class CompositeConvBlock(nn.Sequential):
-    """CB: (Conv3x3 -> BN -> ReLU) twice."""
+    """CB: (Conv3x3 -> norm -> ReLU) twice."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, norm: str = "channel") -> None:
         super().__init__(
             nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
+            make_norm(norm, channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
+            make_norm(norm, channels),
             nn.ReLU(inplace=True),
         )
 
@@ -30,12 +57,12 @@ class CompositeConvBlock(nn.Sequential):
 class DepthToSpaceUp(nn.Module):
     """Eq. 3: Conv3x3 (K = C * 2^d filters, d = 2) -> ReLU -> depth-to-space x2 -> Conv3x3 -> ReLU -> CB."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, norm: str = "channel") -> None:
         super().__init__()
         self.expand = nn.Conv2d(in_channels, in_channels * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
         self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.block = CompositeConvBlock(channels, channels)
+        self.block = CompositeConvBlock(channels, channels, norm)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = self.shuffle(F.relu(self.expand(x)))
@@ -46,10 +73,10 @@ class DepthToSpaceUp(nn.Module):
 class BilinearUp(nn.Module):
     """Eq. 4: CB -> bilinear x2 -> CB."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, norm: str = "channel") -> None:
         super().__init__()
-        self.before = CompositeConvBlock(in_channels, channels)
-        self.after = CompositeConvBlock(channels, channels)
+        self.before = CompositeConvBlock(in_channels, channels, norm)
+        self.after = CompositeConvBlock(channels, channels, norm)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = F.interpolate(self.before(x), size=size, mode="bilinear", align_corners=False)
@@ -57,13 +84,13 @@ class BilinearUp(nn.Module):
 
 
 class SkipRefine(nn.Module):
-    """Eq. 5: BN(LeakyReLU(F + Conv1x1(DWConv3x3(F))))."""
+    """Eq. 5: Norm(LeakyReLU(F + Conv1x1(DWConv3x3(F))))."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "channel") -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
         self.pointwise = nn.Conv2d(channels, channels, 1)
-        self.norm = nn.BatchNorm2d(channels)
+        self.norm = make_norm(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(F.leaky_relu(x + self.pointwise(self.depthwise(x)), 0.01))
@@ -91,12 +118,12 @@ class LinearAttention(nn.Module):
 class DecoderStage(nn.Module):
     """Upsample, fuse the refined skip feature, then D = F_u + Attention(CB(F_u)) (Eq. 8)."""
 
-    def __init__(self, in_channels: int, skip_channels: int, channels: int, deep: bool) -> None:
+    def __init__(self, in_channels: int, skip_channels: int, channels: int, deep: bool, norm: str = "channel") -> None:
         super().__init__()
-        self.up = DepthToSpaceUp(in_channels, channels) if deep else BilinearUp(in_channels, channels)
-        self.refine = SkipRefine(skip_channels) if skip_channels else None
+        self.up = (DepthToSpaceUp if deep else BilinearUp)(in_channels, channels, norm)
+        self.refine = SkipRefine(skip_channels, norm) if skip_channels else None
         self.fuse = nn.Conv2d(channels + skip_channels, channels, 1)
-        self.block = CompositeConvBlock(channels, channels)
+        self.block = CompositeConvBlock(channels, channels, norm)
         self.attention = LinearAttention(channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
@@ -110,17 +137,20 @@ class DecoderStage(nn.Module):
 class PixNetDecoder(nn.Module):
     """L - 1 = 4 stages from stride 32 to stride 2, then one bilinear stage to the input resolution.
 
-    Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use depth-to-space).
+    Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use depth-to-space). ``norm`` is
+    the normalisation layer (see :func:`make_norm`).
     """
 
-    def __init__(self, encoder_channels: tuple[int, ...], width: int = 512, n_deep: int = 2) -> None:
+    def __init__(
+        self, encoder_channels: tuple[int, ...], width: int = 512, n_deep: int = 2, norm: str = "channel"
+    ) -> None:
         super().__init__()
         widths = [max(width // 2**i, 16) for i in range(len(encoder_channels))]
         stages = []
         in_channels = encoder_channels[-1]
         skips = [*encoder_channels[-2::-1], 0]  # stride 16, 8, 4, 2, then the input (no skip)
         for i, (skip, channels) in enumerate(zip(skips, widths, strict=True)):
-            stages.append(DecoderStage(in_channels, skip, channels, deep=i < n_deep))
+            stages.append(DecoderStage(in_channels, skip, channels, deep=i < n_deep, norm=norm))
             in_channels = channels
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths[-1]

@@ -25,15 +25,24 @@ class PixNetNetwork(nn.Module):
         Output channels.
     decoder_width
         Channels of the deepest decoder stage; each shallower stage halves it.
+    decoder_norm
+        ``"channel"`` (per-pixel layer norm) or ``"batch"`` (models saved before pixnet 0.2).
 
     """
 
     stride = 32
 
-    def __init__(self, encoder: nn.Module, encoder_config: EncoderConfig, n_genes: int, decoder_width: int = 512):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        encoder_config: EncoderConfig,
+        n_genes: int,
+        decoder_width: int = 512,
+        decoder_norm: str = "channel",
+    ):
         super().__init__()
         self.encoder = encoder
-        self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width)
+        self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm)
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
         self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder_config.std).view(1, 3, 1, 1), persistent=False)

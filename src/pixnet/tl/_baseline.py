@@ -16,7 +16,7 @@ from ..models import EncoderConfig
 from ..pp import Normalization, select_genes
 from ..training._data import build_section, section_crop
 from ..training._loop import resolve_device
-from ._predict import _check_free, _shape_table
+from ._predict import _add_tables, _check_free, _shape_table
 from ._train import DEFAULT_MICRONS_PER_PIXEL, resolve_sections
 
 logger = logging.getLogger(__name__)
@@ -205,10 +205,4 @@ def predict_baseline(
         values = baseline.estimator.predict(x)
         area_um2 = area_px * baseline.microns_per_pixel**2
         tables[names[name]] = _shape_table(sdata, resolved, values, baseline.genes, uns, area_um2)
-    if copy:
-        return tables
-    for name, table in tables.items():
-        if name in sdata.tables:
-            del sdata.tables[name]
-        sdata.tables[name] = table
-    return None
+    return _add_tables(sdata, tables, copy)

@@ -216,6 +216,17 @@ def predict(
     return None
 
 
+def _add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:
+    """Return the tables with ``copy``, else add them to ``sdata`` (replacing any of the same names)."""
+    if copy:
+        return tables
+    for name, table in tables.items():
+        if name in sdata.tables:
+            del sdata.tables[name]
+        sdata.tables[name] = table
+    return None
+
+
 def _drop(sdata: SpatialData, names: list[str]) -> None:
     """Remove in-memory elements (only; files on disk are handled by the store writer)."""
     for name in names:
@@ -280,10 +291,4 @@ def aggregate(
         values = aggregate_spans(data.data, spans, len(resolved), agg=agg, progress=progress)
         uns = {"image": image, "agg": agg}  # the "pixnet" key marks the table as derived, not measured
         tables[names[name]] = _shape_table(sdata, resolved, values, [str(c) for c in data.coords["c"].values], uns)
-    if copy:
-        return tables
-    for name, table in tables.items():
-        if name in sdata.tables:
-            del sdata.tables[name]
-        sdata.tables[name] = table
-    return None
+    return _add_tables(sdata, tables, copy)

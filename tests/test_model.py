@@ -13,6 +13,7 @@ from pixnet._cache import download
 from pixnet._spans import shape_spans, span_sums
 from pixnet.model import PixNet
 from pixnet.models import PixNetNetwork, create_encoder
+from pixnet.models._decoder import LinearAttention
 from pixnet.models._resnet import ResNet18Pyramid
 from pixnet.models._weights import load_checkpoint_file
 
@@ -29,6 +30,32 @@ def test_dense_map_has_input_size_and_is_non_negative(size):
     out = network(torch.rand(2, 3, *size))
     assert out.shape == (2, 5, *size)
     assert (out >= 0).all()
+
+
+def test_windowed_attention_is_global_attention_within_each_window():
+    torch.manual_seed(0)
+    attention = LinearAttention(8)
+    x = torch.rand(1, 8, 12, 20)
+    windowed = attention(x, window=8, offset=(2, 4))
+    # the grid starts 2 rows and 4 columns before the input: windows cover rows [0, 6), [6, 12), columns
+    # [0, 4), [4, 12), [12, 20)
+    for rows in (slice(0, 6), slice(6, 12)):
+        for cols in (slice(0, 4), slice(4, 12), slice(12, 20)):
+            torch.testing.assert_close(windowed[..., rows, cols], attention(x[..., rows, cols]))
+    torch.testing.assert_close(attention(x, window=32), attention(x))
+
+
+def test_overlapping_tiles_agree_away_from_their_borders():
+    torch.manual_seed(0)
+    network = PixNetNetwork(*create_encoder("resnet18"), n_genes=3, decoder_width=32, attention_window=64).eval()
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        whole = network(image)
+        tile = network(image[..., 32:, 32:], origin=(32, 32))
+        misplaced = network(image[..., 32:, 32:])
+    # away from the tile's border, where zero padding differs, only the attention windows could disagree
+    torch.testing.assert_close(tile[..., 96:160, 96:160], whole[..., 128:192, 128:192], atol=1e-3, rtol=0)
+    assert (misplaced[..., 96:160, 96:160] - whole[..., 128:192, 128:192]).abs().max() > 2e-3
 
 
 def test_eq9_sums_are_additive_over_nested_squares():

@@ -91,7 +91,9 @@ class PixNet:
         if encoder_weights is not None:
             config.encoder = loaded.to_dict()
             encoder_config = loaded
-        network = PixNetNetwork(encoder, encoder_config, len(config.genes), config.decoder_width, config.decoder_norm)
+        network = PixNetNetwork(
+            encoder, encoder_config, len(config.genes), config.decoder_width, config.decoder_norm, config.patch_size
+        )
         return cls(network, config)
 
     # ------------------------------------------------------------------------------------------ properties
@@ -124,13 +126,18 @@ class PixNet:
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_tiles(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def predict_tiles(self, images: torch.Tensor | np.ndarray, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Dense maps of RGB tiles.
+
+        The decoder's attention sees windows of one training patch, on a grid that starts at pixel (0, 0) of the
+        frame the tiles are cut from, so overlapping tiles agree and a tile sees the context a training patch saw.
 
         Parameters
         ----------
         images
             ``(B, 3, H, W)`` uint8, or float in [0, 1], at :attr:`microns_per_pixel`.
+        origin
+            (row, column) of the tiles' first pixel in that frame.
 
         Returns
         -------
@@ -142,7 +149,7 @@ class PixNet:
         self.network.eval()
         device = self.device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return self.network(x.to(device)).float()
+            return self.network(x.to(device), origin).float()
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

@@ -97,7 +97,12 @@ class SkipRefine(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """Kernelised self-attention (phi = elu + 1) over all pixels: memory linear in the number of pixels."""
+    """Kernelised self-attention (phi = elu + 1): memory linear in the number of pixels.
+
+    Attention is global within square windows of ``window`` pixels whose grid starts ``offset`` pixels before
+    the input (``window=None``: one window over the whole input). A model trained on patches of one window
+    therefore sees the same context when it predicts on larger tiles.
+    """
 
     def __init__(self, channels: int, heads: int = 4) -> None:
         super().__init__()
@@ -105,14 +110,28 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
         self.out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, window: int | None = None, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        q, k, v = self.qkv(x).chunk(3, dim=1)
         q, k = F.elu(q) + 1, F.elu(k) + 1
-        context = torch.einsum("bhdn,bhen->bhde", k, v)  # (d x d) per head, independent of h * w
+        top, left = offset if window else (0, 0)
+        wy, wx = (window, window) if window else (h, w)
+        pad = (left, -(w + left) % wx, top, -(h + top) % wy)
+        # zero keys and values add nothing to a window's context or normaliser
+        q, k, v = (F.pad(t, pad) for t in (q, k, v))
+        ny, nx = (h + pad[2] + pad[3]) // wy, (w + pad[0] + pad[1]) // wx
+        q, k, v = (self._windows(t, ny, wy, nx, wx) for t in (q, k, v))
+        context = torch.einsum("bhdn,bhen->bhde", k, v)  # (d x d) per head and window
         normaliser = torch.einsum("bhdn,bhd->bhn", q, k.sum(dim=-1)).clamp_min(1e-6)
         attended = torch.einsum("bhdn,bhde->bhen", q, context) / normaliser.unsqueeze(2)
-        return self.out(attended.reshape(b, c, h, w))
+        attended = attended.reshape(b, ny, nx, c, wy, wx).permute(0, 3, 1, 4, 2, 5).reshape(b, c, ny * wy, nx * wx)
+        return self.out(attended[..., top : top + h, left : left + w])
+
+    def _windows(self, t: torch.Tensor, ny: int, wy: int, nx: int, wx: int) -> torch.Tensor:
+        """``(B, C, ny*wy, nx*wx)`` -> ``(B*ny*nx, heads, C/heads, wy*wx)``."""
+        b, c = t.shape[:2]
+        t = t.reshape(b, c, ny, wy, nx, wx).permute(0, 2, 4, 1, 3, 5)
+        return t.reshape(b * ny * nx, self.heads, c // self.heads, wy * wx)
 
 
 class DecoderStage(nn.Module):
@@ -126,12 +145,19 @@ class DecoderStage(nn.Module):
         self.block = CompositeConvBlock(channels, channels, norm)
         self.attention = LinearAttention(channels)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        skip: torch.Tensor | None,
+        size: tuple[int, int],
+        window: int | None = None,
+        offset: tuple[int, int] = (0, 0),
+    ) -> torch.Tensor:
         x = self.up(x, size)
         if skip is not None:
             x = torch.cat([x, self.refine(skip)], dim=1)
         fused = self.fuse(x)
-        return fused + self.attention(self.block(fused))
+        return fused + self.attention(self.block(fused), window, offset)
 
 
 class PixNetDecoder(nn.Module):
@@ -155,10 +181,20 @@ class PixNetDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths[-1]
 
-    def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        size: tuple[int, int],
+        window: int | None = None,
+        origin: tuple[int, int] = (0, 0),
+    ) -> torch.Tensor:
+        """Decode to ``size``; ``window`` and ``origin`` (input pixels) place the attention windows."""
         x = features[-1]
         skips = [*features[-2::-1], None]
         for stage, skip in zip(self.stages, skips, strict=True):
-            target = skip.shape[-2:] if skip is not None else size
-            x = stage(x, skip, tuple(target))
+            target = tuple(skip.shape[-2:] if skip is not None else size)
+            stride = size[0] // target[0]
+            scaled = max(window // stride, 1) if window else None
+            offset = ((origin[0] // stride) % scaled, (origin[1] // stride) % scaled) if scaled else (0, 0)
+            x = stage(x, skip, target, scaled, offset)
         return x

@@ -27,6 +27,10 @@ class PixNetNetwork(nn.Module):
         Channels of the deepest decoder stage; each shallower stage halves it.
     decoder_norm
         ``"channel"`` (per-pixel layer norm) or ``"batch"`` (models saved before pixnet 0.2).
+    attention_window
+        Side, in input pixels, of the windows the decoder's attention is global in (rounded up to the stride);
+        the training patch size, so that tiles larger than a patch see the context a patch saw. ``None``: the
+        whole input.
 
     """
 
@@ -39,8 +43,10 @@ class PixNetNetwork(nn.Module):
         n_genes: int,
         decoder_width: int = 512,
         decoder_norm: str = "channel",
+        attention_window: int | None = None,
     ):
         super().__init__()
+        self.attention_window = -(-attention_window // self.stride) * self.stride if attention_window else None
         self.encoder = encoder
         self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm)
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
@@ -54,8 +60,11 @@ class PixNetNetwork(nn.Module):
             self.head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
             self.head.weight.mul_(0.1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density."""
+    def forward(self, images: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
+
+        ``origin`` is the (row, column) of the input's first pixel in the frame the attention windows tile.
+        """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
         x = (images - self.mean) / self.std
@@ -64,5 +73,5 @@ class PixNetNetwork(nn.Module):
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
         features = self.encoder(x)
-        decoded = self.decoder(features, tuple(x.shape[-2:]))
+        decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window, origin)
         return F.softplus(self.head(decoded))[..., :height, :width]

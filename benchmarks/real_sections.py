@@ -30,24 +30,17 @@ from pixnet.datasets import her2st, stutility_mob
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FORMATS = {  # dataset: (reader, folder, file pattern that names a section)
-    "her2st": (her2st, "her2st", "*_selection.tsv"),
-    "mob": (stutility_mob, "stutility_mob", "alignment_table_*.tsv"),
+    "her2st": (her2st, "her2st", pixnet.io.SECTION_FORMATS["her2st"]),
+    "mob": (stutility_mob, "stutility_mob", pixnet.io.SECTION_FORMATS["stutility_mob"]),
 }
-
-
-def section_names(folder: Path, pattern: str) -> list[str]:
-    """Section names found in a folder by their spot-table file."""
-    strip = pattern.replace("*", "{}").split("{}")
-    return sorted(p.name.removeprefix(strip[0]).removesuffix(strip[1]) for p in folder.glob(pattern))
 
 
 def detect_format(folder: Path) -> tuple[str, str]:
     """(dataset, section name) of a single-section folder."""
-    for dataset, (_, _, pattern) in FORMATS.items():
-        names = section_names(folder, pattern)
-        if len(names) == 1:
-            return dataset, names[0]
-    raise SystemExit(f"{folder} holds no single section in the HER2ST or STUtility MOB file format.")
+    kind, names = pixnet.io.describe_folder(folder)
+    if kind not in pixnet.io.SECTION_FORMATS or len(names) != 1:
+        raise SystemExit(f"{folder} holds no single section in the HER2ST or STUtility MOB file format.")
+    return {"her2st": "her2st", "stutility_mob": "mob"}[kind], names[0]
 
 
 def shared_genes(train: list, test, n_genes: int) -> list[str]:
@@ -158,12 +151,13 @@ def main() -> None:
     if args.test_section is not None:
         dataset, name = detect_format(args.test_section)
         reader, folder, pattern = FORMATS[dataset]
-        train = [reader(s, args.data / folder) for s in section_names(args.data / folder, pattern) if s != name]
+        names = pixnet.io.section_names(args.data / folder, pattern)
+        train = [reader(s, args.data / folder) for s in names if s != name]
         rows += run_fold(dataset, train, reader(name, args.test_section), name, args)
     else:
         for dataset in args.datasets:
             reader, folder, pattern = FORMATS[dataset]
-            names = section_names(args.data / folder, pattern)
+            names = pixnet.io.section_names(args.data / folder, pattern)
             if len(names) < 2:
                 raise SystemExit(f"{args.data / folder} needs at least two sections, found {names}.")
             sections = {n: reader(n, args.data / folder) for n in names}

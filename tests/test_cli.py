@@ -1,16 +1,47 @@
+import spatialdata
+
 from pixnet.cli import main
 
+TINY = ["--decoder-width", "16", "--patch-size", "64", "--n-genes", "6", "--epochs", "1", "--batch-size", "4"]
 
-def test_demo_resolves_the_built_in_sample(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size-um", "64", "--seed", "1"]) == 0
+
+def test_demo_writes_store_figures_and_metrics(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--size-um", "96", "--epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "0.2738 µm/px" in out
-    for size in ("002", "008", "016"):
-        assert f"synthetic_square_{size}um" in out
-    assert (tmp_path / "synthetic_visium_hd" / "synthetic_feature_slice.h5").exists()
+    assert "measured 2 µm counts" in out and "noise-free 2 µm truth" in out and "pcc_m" in out
+    for name in ("predicted_vs_measured.png", "pcc_per_gene.png", "training_curves.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    sdata = spatialdata.read_zarr(tmp_path / "pixnet_demo.zarr")
+    assert "pixnet_map" in sdata.images and "pixnet_synthetic_square_002um" in sdata.tables
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_train_predict_evaluate_on_a_space_ranger_folder(hd_folder, tmp_path, capsys):
+    model, store = tmp_path / "model", tmp_path / "sample.zarr"
+    assert main(["train", str(hd_folder), "--shapes", "bins_8um", "--out", str(model), "-q", *TINY]) == 0
+    assert "saved to" in capsys.readouterr().out
+    assert main(["predict", str(hd_folder), "--model", str(model), "--shapes", "bins_8um", "--out", str(store)]) == 0
+    assert "pixnet_synthetic_square_008um" in capsys.readouterr().out
+    sdata = spatialdata.read_zarr(store)
+    assert sdata.images["pixnet_map"].sizes["c"] == 6
+    csv = tmp_path / "summary.csv"
+    args = ["evaluate", str(store), "--predicted", "pixnet_synthetic_square_008um", "--out", str(csv)]
+    assert main(args) == 0
+    assert "pcc_m" in capsys.readouterr().out and csv.is_file()
+    # predicting again into the store itself needs --overwrite
+    assert main(["predict", str(store), "--model", str(model), "--shapes", "bins_8um", "-q"]) == 2
+    assert "overwrite" in capsys.readouterr().err
 
 
 def test_bad_input_gives_one_line_reason(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--size-um", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pixnet demo: error: size_um must be >= 16")
+
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a SpatialData zarr store, a Space Ranger" in err[0]
+
+    assert main(["predict", str(tmp_path / "missing"), "--model", str(tmp_path / "m")]) == 2
+    assert "is not a saved pixnet model" in capsys.readouterr().err

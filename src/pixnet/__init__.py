@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baseline, datasets, metrics, pl, pp, tl
+from . import baseline, datasets, io, metrics, pl, pp, tl
 from ._inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
 
 try:
@@ -18,6 +18,7 @@ __all__ = [
     "bin_shapes",
     "datasets",
     "find_shapes",
+    "io",
     "metrics",
     "pl",
     "pp",

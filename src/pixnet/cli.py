@@ -1,4 +1,4 @@
-"""The ``pixnet`` command line."""
+"""The ``pixnet`` command line: train, predict, evaluate and a built-in demo."""
 
 from __future__ import annotations
 
@@ -10,44 +10,227 @@ from pathlib import Path
 
 logger = logging.getLogger("pixnet")
 
+EPILOG = (
+    "INPUT is a SpatialData zarr store, a Space Ranger output folder (Visium or Visium HD) or a folder of legacy "
+    "ST sections (HER2ST / STUtility layout)."
+)
+
+
+def _read(path: Path, section: str | None = None):
+    from . import io
+
+    return io.read(path, section)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from . import tl
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
+    sections = [_read(path, section) for path in args.inputs for section in _sections_of(path, args.section)]
+    model = tl.train(
+        sections,
+        shapes=args.shapes,
+        image=args.image,
+        table=args.table,
+        n_top_genes=args.n_genes,
+        microns_per_pixel=args.microns_per_pixel,
+        patch_size=args.patch_size,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        decoder_width=args.decoder_width,
+        freeze_encoder=args.freeze_encoder,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation=None if args.validation == "none" else args.validation,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    model.save(args.out, overwrite=args.overwrite)
+    last = model.history[-1]
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch" and isinstance(v, float))
+    print(f"Trained {model!r}\n  last epoch: {scores}\n  saved to {args.out}")
+
+
+def _sections_of(path: Path, section: str | None) -> list[str | None]:
+    """Every section of a legacy ST folder (or the chosen one); one ``None`` for other inputs."""
+    from .io import SECTION_FORMATS, describe_folder
+
+    kind, names = describe_folder(path)
+    if kind not in SECTION_FORMATS or section is not None:
+        return [section]
+    return list(names)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import spatialdata
+
+    from . import tl
+    from .io import describe_folder
+    from .model import PixNet
+
+    model = PixNet.load(args.model, device="cpu" if args.device == "auto" else args.device)
+    kind, _ = describe_folder(args.input)
+    if kind == "zarr" and args.out is None:
+        store = args.input
+    elif args.out is None:
+        raise ValueError(f"{args.input} is not a zarr store; give --out STORE.zarr to write the sample and results.")
+    else:
+        if args.out.exists():
+            raise FileExistsError(f"{args.out} exists; choose another --out (or predict into it as INPUT).")
+        store = args.out
+        _read(args.input, args.section).write(store)
+    sdata = spatialdata.read_zarr(store)
+    tl.predict(
+        sdata,
+        shapes=args.shapes,
+        model=model,
+        image=args.image,
+        key_added=args.key_added,
+        tile_size=args.tile_size,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        write=True,
+        progress=not args.quiet,
+    )
+    written = [f"{args.key_added}_map", *(n for n in sdata.tables if n.startswith(f"{args.key_added}_"))]
+    print(f"Wrote {', '.join(written)} to {store}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from . import tl
+
+    sdata = _read(args.input)
+    summary = tl.evaluate(
+        sdata,
+        args.predicted,
+        args.measured,
+        mode=args.mode,
+        section_key=args.section_key,
+        constant_genes=args.constant_genes,
+    )
+    if args.per_gene is not None:
+        sdata.tables[args.predicted].uns["pixnet_evaluation"]["per_gene"].to_csv(args.per_gene, index=False)
+    with pd.option_context("display.width", 160):
+        print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    if args.out is not None:
+        summary.to_csv(args.out)
+        print(f"Wrote {args.out}")
+
 
 def _demo(args: argparse.Namespace) -> None:
-    import spatialdata_io
+    from ._demo import run_demo
 
-    from . import datasets
-    from ._inputs import bin_shapes, resolve_inputs
-
-    folder = Path(args.out) / "synthetic_visium_hd"
-    print(f"Writing a synthetic Visium HD sample ({args.size_um:g} µm, seed {args.seed}) to {folder}")
-    datasets.synthetic_visium_hd(folder, size_um=args.size_um, seed=args.seed, overwrite=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        sdata = spatialdata_io.visium_hd(folder, dataset_id="synthetic", load_segmentations_only=False)
-    print(sdata)
-    inputs = resolve_inputs(sdata, shapes=bin_shapes(sdata))
-    print("pixnet resolved:")
-    print(inputs.summary())
+    run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pixnet`` command."""
     parser = argparse.ArgumentParser(
-        prog="pixnet", description="Dense spatial gene expression prediction from H&E images, for SpatialData."
+        prog="pixnet",
+        description="Dense spatial gene expression prediction from H&E images, for SpatialData. Train a model on "
+        "a slide with measured spots or bins, predict a per-pixel expression map and read it out for any shapes "
+        "(bins, spots, cells), and compare predictions with measurements.",
+        epilog="Run 'pixnet demo' to see the whole workflow on a built-in synthetic Visium HD sample.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = commands.add_parser(
         "demo",
-        help="run pixnet on a built-in synthetic Visium HD sample",
-        description="Build a synthetic Visium HD sample (Space Ranger layout), read it with spatialdata-io and "
-        "show what pixnet finds in it: image, µm per pixel, bins and their measured tables.",
+        parents=[common],
+        help="the whole workflow on a built-in synthetic Visium HD sample (about 5 minutes on 2 CPU cores)",
+        description="Build a synthetic Visium HD sample, train a small model on its 8 and 16 µm bins, predict the "
+        "2 µm bins, compare them with the held-back 2 µm counts, and write a SpatialData zarr store and PNG "
+        "figures.",
     )
-    demo.add_argument("--out", default="pixnet_demo", help="output folder (default: %(default)s)")
-    demo.add_argument(
-        "--size-um", type=float, default=320.0, help="side of the capture area in µm (default: %(default)s)"
-    )
+    demo.add_argument("--out", type=Path, default=Path("pixnet_demo"), help="output folder (default: %(default)s)")
+    demo.add_argument("--size-um", type=float, default=320.0, help="side of the capture area in µm (default: 320)")
+    demo.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on samples with measured expression",
+        description="Train PixNet on one or more samples: the model learns the map from H&E to the measured "
+        "expression of the given shapes (spots or bins) and is saved as a folder (safetensors + JSON).",
+        epilog=EPILOG,
+    )
+    train.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="sample(s) to train on")
+    train.add_argument("--out", type=Path, required=True, help="folder to save the model in")
+    train.add_argument("--shapes", nargs="+", help="measured shapes, e.g. bins_8um bins_16um (default: found)")
+    train.add_argument("--image", help="the H&E image element (default: found)")
+    train.add_argument("--table", help="the measured table (default: the one annotating the shapes)")
+    train.add_argument("--section", help="one section of a folder of legacy ST sections (default: all)")
+    train.add_argument("--n-genes", type=int, default=250, help="top genes by mean expression (default: 250)")
+    train.add_argument("--microns-per-pixel", type=float, default=1.0, help="working resolution (default: 1.0)")
+    train.add_argument("--patch-size", type=int, default=256, help="training patch side, pixels (default: 256)")
+    train.add_argument("--encoder", default="resnet18", help="resnet18 or efficientnet_lite0 (default: resnet18)")
+    train.add_argument(
+        "--encoder-weights", help="pretrained weights: 'ciga', 'imagenet' (efficientnet) or a file (default: none)"
+    )
+    train.add_argument("--decoder-width", type=int, default=512, help="deepest decoder channels (default: 512)")
+    train.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
+    train.add_argument("--epochs", type=int, default=20, help="default: 20")
+    train.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    train.add_argument("--learning-rate", type=float, default=5e-4, help="default: 5e-4")
+    train.add_argument(
+        "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"
+    )
+    train.add_argument("--seed", type=int, default=0, help="default: 0")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    train.set_defaults(func=_train)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="predict the dense map and read it out for shapes",
+        description="Predict a sample's dense expression map (an image element, channels = genes) and its "
+        "readout for the given shapes (tables), and write them into a zarr store: INPUT itself when it is a "
+        "store, else --out (the sample is written there first).",
+        epilog=EPILOG,
+    )
+    predict.add_argument("input", type=Path, metavar="INPUT", help="the sample")
+    predict.add_argument("--model", type=Path, required=True, help="a folder written by 'pixnet train'")
+    predict.add_argument("--shapes", nargs="*", help="shapes to read the map out for, e.g. bins_2um")
+    predict.add_argument("--out", type=Path, help="zarr store to create (required when INPUT is not one)")
+    predict.add_argument("--image", help="the H&E image element (default: found)")
+    predict.add_argument("--section", help="the section, for a folder of several legacy ST sections")
+    predict.add_argument("--key-added", default="pixnet", help="prefix of the new elements (default: pixnet)")
+    predict.add_argument("--tile-size", type=int, default=512, help="map chunk side, pixels (default: 512)")
+    predict.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="map dtype")
+    predict.add_argument("--device", default="auto", help="cpu, cuda or mps (default: cpu)")
+    predict.add_argument("--overwrite", action="store_true", help="replace elements of the same names")
+    predict.set_defaults(func=_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="compare a predicted table with measured counts",
+        description="Per-gene PCC, MSE and MAE of a predicted table against the measured counts of the same "
+        "shapes (brought into the model's units), summarised as PCC@F/S/M (first quartile, median, mean).",
+        epilog=EPILOG,
+    )
+    evaluate.add_argument("input", type=Path, metavar="INPUT", help="a zarr store written by 'pixnet predict'")
+    evaluate.add_argument("--predicted", required=True, help="the predicted table, e.g. pixnet_<shapes>")
+    evaluate.add_argument("--measured", help="the measured table (default: the one annotating the same shapes)")
+    evaluate.add_argument("--mode", choices=["pooled", "per_section"], default="pooled", help="default: pooled")
+    evaluate.add_argument("--section-key", help="obs column naming sections, for --mode per_section")
+    evaluate.add_argument(
+        "--constant-genes", choices=["omit", "minus_one"], default="omit", help="genes whose PCC is undefined"
+    )
+    evaluate.add_argument("--out", type=Path, help="write the summary as CSV")
+    evaluate.add_argument("--per-gene", type=Path, help="write the per-gene metrics as CSV")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 
@@ -56,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="zarr v3 autosharding")
+            args.func(args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"pixnet {args.command}: error: {message}", file=sys.stderr)

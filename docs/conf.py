@@ -1,6 +1,8 @@
 """Sphinx configuration."""
 
+import shutil
 from importlib.metadata import version as _version
+from pathlib import Path
 
 project = "pixnet"
 author = "The pixnet developers"
@@ -8,7 +10,7 @@ copyright = "2026, the pixnet developers"
 release = _version("pixnet")
 
 extensions = [
-    "myst_parser",
+    "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
@@ -23,8 +25,19 @@ napoleon_use_rtype = True
 typehints_defaults = "braces"
 always_document_param_types = False
 myst_enable_extensions = ["colon_fence", "dollarmath"]
-source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+
+# The notebooks live in tutorials/ at the top of the repository; Sphinx only reads files under docs/.
+_TUTORIALS = Path(__file__).parent / "tutorials"
+shutil.rmtree(_TUTORIALS, ignore_errors=True)
+shutil.copytree(Path(__file__).parents[1] / "tutorials", _TUTORIALS, ignore=shutil.ignore_patterns(".*", "*_files"))
+
+# Tutorials run on small synthetic samples at every build; those on real data (metadata
+# "mystnb": {"execution_mode": "off"}) keep the outputs they were saved with.
+nb_execution_mode = "force"
+nb_execution_timeout = 900
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
 html_theme = "sphinx_book_theme"
 html_title = "pixnet"
 # no intersphinx: the docs must build offline (CI has no network)

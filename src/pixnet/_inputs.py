@@ -54,6 +54,16 @@ class ResolvedImage:
     pixel_to_cs
         3x3 affine matrix from this level's pixel ``(x, y)`` to ``coordinate_system``.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, seed=0)
+    >>> image = pixnet.resolve_inputs(sdata).image
+    >>> image.name, image.level
+    ('synthetic_visium_image', 0)
+    >>> image.data.dims
+    ('c', 'y', 'x')
+
     """
 
     name: str
@@ -98,6 +108,16 @@ class ResolvedShapes:
     shape_positions
         For each table row, the position of its shape in ``index``.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, seed=0)
+    >>> spots = pixnet.resolve_inputs(sdata).shapes["synthetic_visium_spots"]
+    >>> spots.kind, spots.table_name
+    ('circle', 'synthetic_visium_table')
+    >>> spots.centres.shape == (len(spots), 2)
+    True
+
     """
 
     name: str
@@ -117,7 +137,25 @@ class ResolvedShapes:
 
 @dataclass(frozen=True)
 class ResolvedInputs:
-    """One image and the shape sets to read out or supervise, all in the image's pixel frame."""
+    """One image and the shape sets to read out or supervise, all in the image's pixel frame.
+
+    Attributes
+    ----------
+    image
+        The resolved image.
+    shapes
+        Shape sets by element name.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, seed=0)
+    >>> inputs = pixnet.resolve_inputs(sdata)
+    >>> list(inputs.shapes)
+    ['synthetic_visium_spots']
+    >>> print(inputs.summary())  # doctest: +SKIP
+
+    """
 
     image: ResolvedImage
     shapes: dict[str, ResolvedShapes] = field(default_factory=dict)
@@ -254,6 +292,14 @@ def find_shapes(sdata: SpatialData, name: str) -> str:
     KeyError
         When nothing, or more than one element, matches.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> pixnet.find_shapes(sdata, "bins_2um")  # doctest: +SKIP
+    'synthetic_square_002um'
+
     """
     if name in sdata.shapes:
         return name
@@ -269,7 +315,17 @@ def find_shapes(sdata: SpatialData, name: str) -> str:
 
 
 def bin_shapes(sdata: SpatialData) -> list[str]:
-    """Names of the Visium HD bin shapes (``*square_XXXum``) in ``sdata``, smallest bins first."""
+    """Names of the Visium HD bin shapes (``*square_XXXum``) in ``sdata``, smallest bins first.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> pixnet.bin_shapes(sdata)  # doctest: +SKIP
+    ['synthetic_square_002um', 'synthetic_square_008um', 'synthetic_square_016um']
+
+    """
     found = [(int(m.group(1)), name) for name in sdata.shapes if (m := _BIN_NAME.search(name))]
     return [name for _, name in sorted(found)]
 

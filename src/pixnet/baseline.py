@@ -91,6 +91,16 @@ class SpotBaseline:
     encoder
         The frozen encoder's :class:`~pixnet.models.EncoderConfig` (``None`` for ``"mean"``).
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> model = pixnet.model.PixNet.load("her2st_model")  # doctest: +SKIP
+    >>> knn = pixnet.tl.train_baseline(pixnet.datasets.her2st("C3"), "knn", like=model, k=10)  # doctest: +SKIP
+    >>> knn.method, knn.genes == model.genes  # doctest: +SKIP
+    ('knn', True)
+    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
+    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", knn)  # adds the table "knn_C2_spots"  # doctest: +SKIP
+
     """
 
     method: str

@@ -14,7 +14,26 @@ SECTION_FORMATS = {"her2st": "*_selection.tsv", "stutility_mob": "alignment_tabl
 
 
 def section_names(folder: str | Path, pattern: str) -> list[str]:
-    """Names of the sections in ``folder``, found by their spot tables (``"C2"`` from ``C2_selection.tsv``)."""
+    """Names of the sections in ``folder``, found by their spot tables (``"C2"`` from ``C2_selection.tsv``).
+
+    Parameters
+    ----------
+    folder
+        A folder of legacy ST sections.
+    pattern
+        File pattern with one ``*`` that stands for the section name, e.g. ``SECTION_FORMATS["her2st"]``.
+
+    Returns
+    -------
+    The section names, sorted.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> pixnet.io.section_names("shared/data/her2st", pixnet.io.SECTION_FORMATS["her2st"])  # doctest: +SKIP
+    ['C2', 'C3']
+
+    """
     prefix, suffix = pattern.split("*")
     return sorted(p.name.removeprefix(prefix).removesuffix(suffix) for p in Path(folder).glob(pattern))
 
@@ -26,6 +45,15 @@ def describe_folder(path: str | Path) -> tuple[str, list[str]]:
     -------
     ``("zarr" | "visium_hd" | "visium" | "her2st" | "stutility_mob", section names)``; the section names are
     empty except for legacy ST folders.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=64)  # doctest: +SKIP
+    >>> pixnet.io.describe_folder(folder)  # doctest: +SKIP
+    ('visium_hd', [])
+    >>> pixnet.io.describe_folder("shared/data/her2st")  # doctest: +SKIP
+    ('her2st', ['C2', 'C3'])
 
     """
     path = Path(path)

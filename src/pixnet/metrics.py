@@ -106,6 +106,19 @@ def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> p
     One row per section (index), columns ``pcc_f, pcc_s, pcc_m, mse, mae, n_spots, n_genes, n_constant``;
     with more than one section, a last row ``"mean"`` averages the sections (each section counts once).
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pixnet
+    >>> predicted = np.array([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])  # gene B predicted constant
+    >>> measured = np.array([[2.0, 0.0], [4.0, 1.0], [6.0, 2.0]])
+    >>> per_gene = pixnet.metrics.gene_metrics(predicted, measured, ["A", "B"])
+    >>> summary = pixnet.metrics.summarize_metrics(per_gene)
+    >>> float(summary.loc["all", "pcc_m"]), int(summary.loc["all", "n_constant"])
+    (1.0, 1)
+    >>> float(pixnet.metrics.summarize_metrics(per_gene, constant_genes="minus_one").loc["all", "pcc_m"])
+    0.0
+
     """
     if constant_genes not in CONSTANT_GENE_POLICIES:
         raise ValueError(f"constant_genes must be one of {CONSTANT_GENE_POLICIES}, got {constant_genes!r}.")

@@ -54,6 +54,21 @@ class PixNetConfig:
         Normalisation in the decoder: ``"channel"`` (per-pixel layer norm; a pixel's prediction does not depend
         on the batch or tile around it) or ``"batch"`` (how models saved before pixnet 0.2 were built).
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> config = pixnet.model.PixNetConfig(
+    ...     genes=["SYN000", "SYN001"],
+    ...     gene_selection={"method": "list", "params": {}},
+    ...     normalization=pixnet.pp.Normalization("total_log").to_dict(),
+    ...     microns_per_pixel=1.0,
+    ...     patch_size=128,
+    ...     encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
+    ...     decoder_width=32,
+    ... )
+    >>> pixnet.model.PixNet.build(config).genes
+    ['SYN000', 'SYN001']
+
     """
 
     genes: list[str]
@@ -76,6 +91,18 @@ class PixNet:
     target units the model was trained on (e.g. ``log1p`` of area-scaled counts per 10k).
 
     Create one with :func:`pixnet.tl.train` or :meth:`load`.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> model = pixnet.tl.train(sdata, shapes="bins_8um", epochs=5)  # doctest: +SKIP
+    >>> path = model.save("pixnet_model")  # doctest: +SKIP
+    >>> model = pixnet.model.PixNet.load(path)  # doctest: +SKIP
+    >>> pixnet.tl.predict(sdata, shapes="bins_2um", model=model)  # doctest: +SKIP
+    >>> sdata["pixnet_synthetic_square_002um"]  # doctest: +SKIP
+
     """
 
     def __init__(self, network: PixNetNetwork, config: PixNetConfig, history: list[dict] | None = None) -> None:

@@ -85,6 +85,18 @@ class Normalization:
     ``area / reference_area_um2`` when the spot area is given (training and prediction always give it).
     For spots of one size this is the paper's normalisation up to a constant inside the log; raw-count
     methods are extensive already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pixnet
+    >>> norm = pixnet.pp.Normalization("total", {"target_sum": 1e4})
+    >>> norm.values(np.array([[5.0, 15.0]]), totals=np.array([20.0]))
+    array([[2500., 7500.]])
+    >>> norm = pixnet.pp.Normalization()  # "total_log", the paper's
+    >>> norm.log, pixnet.pp.Normalization.from_dict(norm.to_dict()) == norm
+    (True, True)
+
     """
 
     method: str = "total_log"

@@ -133,6 +133,15 @@ def read_st_section(
     -------
     See :func:`section_to_sdata`. Only spots that are selected and have counts are kept.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.read_st_section(
+    ...     "her2st/C2.tsv.gz", "her2st/C2_selection.tsv", "her2st/C2_HE.jpg", "C2", array_unit_um=200.0
+    ... )  # doctest: +SKIP
+    >>> sorted(sdata.shapes), sorted(sdata.tables)  # doctest: +SKIP
+    (['C2_spots'], ['C2_table'])
+
     """
     table = pd.read_csv(spots, sep="\t")
     missing = {"x", "y", "pixel_x", "pixel_y"} - set(table.columns)
@@ -225,6 +234,17 @@ def stutility_mob(sample: str, path: str | Path) -> SpatialData:
         Section name, e.g. ``"MOB1"``.
     path
         Folder holding ``{sample}.tsv.gz``, ``alignment_table_{sample}.tsv`` and ``{sample}.jpg``.
+
+    Returns
+    -------
+    SpatialData with ``{sample}_image``, ``{sample}_spots`` (circles) and ``{sample}_table`` (raw counts), in
+    the coordinate system ``sample``.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.stutility_mob("MOB1", path="shared/data/stutility_mob")  # doctest: +SKIP
+    >>> sdata["MOB1_table"].n_obs  # doctest: +SKIP
 
     """
     folder = Path(path)

@@ -105,6 +105,16 @@ class SyntheticTissue:
     cell_spacing_um
         Mean distance between neighbouring cells.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> tissue = pixnet.datasets.SyntheticTissue(seed=0, n_genes=8, microns_per_pixel=0.5)
+    >>> rgb, labels = tissue.render(0, 0, 64, 64)
+    >>> rgb.shape, labels.shape
+    ((64, 64, 3), (64, 64))
+    >>> tissue.gene_names[:3]
+    ['SYN000', 'SYN001', 'SYN002']
+
     """
 
     def __init__(

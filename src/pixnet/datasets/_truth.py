@@ -35,6 +35,15 @@ def synthetic_truth(folder: str | Path, sdata: SpatialData, shapes: str) -> ad.A
     -------
     An AnnData aligned with the measured table's rows (same ``obs_names``), genes as ``var``.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160, seed=0)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> truth = pixnet.datasets.synthetic_truth(folder, sdata, "bins_8um")  # doctest: +SKIP
+    >>> list(truth.obs_names) == list(sdata["square_008um"].obs_names)  # doctest: +SKIP
+    True
+
     """
     record = json.loads((Path(folder) / "pixnet_synthetic.json").read_text())
     name = find_shapes(sdata, shapes)

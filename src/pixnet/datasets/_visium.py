@@ -50,6 +50,18 @@ def synthetic_visium(
     -------
     The output folder.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> import spatialdata_io
+    >>> folder = pixnet.datasets.synthetic_visium("sample_visium", size_um=800, n_genes=12)  # doctest: +SKIP
+    >>> sdata = spatialdata_io.visium(
+    ...     folder, dataset_id="v1", fullres_image_file=folder / "tissue_image.tif"
+    ... )  # doctest: +SKIP
+    >>> inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)  # doctest: +SKIP
+    >>> inputs.shapes["v1"].kind  # doctest: +SKIP
+    'circle'
+
     """
     path = Path(path)
     if path.exists():

@@ -35,6 +35,16 @@ class EncoderConfig:
     mean, std
         Per-channel input normalisation of RGB values in [0, 1].
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> config = pixnet.models.EncoderConfig("resnet18", "ciga")
+    >>> config.to_dict()["weights"]
+    'ciga'
+    >>> pixnet.models.EncoderConfig.from_dict(config.to_dict()) == config
+    True
+    >>> _, config = pixnet.models.create_encoder("resnet18", "ciga")  # downloads the weights  # doctest: +SKIP
+
     """
 
     name: str = "resnet18"

@@ -54,6 +54,17 @@ def pcc_distribution(
     -------
     The axes.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
+    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", ridge)  # doctest: +SKIP
+    >>> pixnet.tl.evaluate(sdata, "pixnet_C2_spots")  # doctest: +SKIP
+    >>> pixnet.tl.evaluate(sdata, "ridge_C2_spots")  # doctest: +SKIP
+    >>> ax = pixnet.pl.pcc_distribution(
+    ...     {"PixNet": sdata["pixnet_C2_spots"], "ridge": sdata["ridge_C2_spots"]}, save="pcc.png"
+    ... )  # doctest: +SKIP
+
     """
     if not results:
         raise ValueError("results is empty: pass {method name: per-gene results}.")
@@ -99,6 +110,12 @@ def scatter(
     Returns
     -------
     The axes.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
+    >>> ax = pixnet.pl.scatter(sdata, model.genes[0], "pixnet_C2_spots", save="scatter.png")  # doctest: +SKIP
 
     """
     pair = paired_values(sdata, predicted, measured, genes=[gene])

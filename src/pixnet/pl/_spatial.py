@@ -73,6 +73,7 @@ def expression(
     image: str | None = None,
     map_name: str | None = None,
     cmap: str = "viridis",
+    shared_scale: bool = False,
     max_size: int = 1500,
     panel_size: float = 4.0,
     save: str | Path | None = None,
@@ -81,7 +82,9 @@ def expression(
 
     One row per gene: the measured spots (counts in the predictions' units, see :func:`pixnet.tl.evaluate`),
     the predicted spots with their PCC over the spots, and, with ``map_name``, the dense map over the same
-    area. Spots share one colour scale per gene; the H&E is drawn underneath.
+    area. Each panel is coloured from its own 1st to 99th percentile, since predictions are usually compressed
+    towards the mean and would look flat on the measurements' scale; ``shared_scale=True`` gives measured and
+    predicted spots one scale per gene. The H&E is drawn underneath.
 
     Parameters
     ----------
@@ -97,6 +100,8 @@ def expression(
         A dense map element (e.g. ``"pixnet_map"``) to add as a third column.
     cmap
         Colour map.
+    shared_scale
+        One colour scale for the measured and predicted spots of a gene.
     max_size
         Largest side of the drawn H&E in pixels (a coarser pyramid level is used above it).
     panel_size
@@ -107,6 +112,16 @@ def expression(
     Returns
     -------
     The figure.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
+    >>> model = pixnet.model.PixNet.load("her2st_model")  # doctest: +SKIP
+    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
+    >>> fig = pixnet.pl.expression(
+    ...     sdata, model.genes[:2], "pixnet_C2_spots", map_name="pixnet_map", save="expression.png"
+    ... )  # doctest: +SKIP
 
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
@@ -125,17 +140,21 @@ def expression(
         len(genes), n_cols, figsize=(panel_size * n_cols, panel_size * len(genes)), squeeze=False, layout="constrained"
     )
     for row, gene in enumerate(genes):
-        both = np.concatenate([pair.measured[:, row], pair.predicted[:, row]])
-        norm = Normalize(*np.percentile(both, [1, 99]))
+        panels = (pair.measured[:, row], pair.predicted[:, row])
+        both = np.concatenate(panels)
         titles = (f"{gene}: measured", f"{gene}: predicted, PCC {pcc[row]:.2f}")
-        for ax, values, title in zip(axes[row], (pair.measured[:, row], pair.predicted[:, row]), titles, strict=False):
+        for ax, values, title in zip(axes[row], panels, titles, strict=False):
             ax.imshow(background, extent=extent)
+            norm = Normalize(*np.percentile(both if shared_scale else values, [1, 99]))
             patches = PatchCollection(_shape_patches(shapes, shapes.shape_positions), cmap=cmap, norm=norm)
             patches.set_array(values)
             patches.set_edgecolor("none")
             ax.add_collection(patches)
             ax.set_title(title)
-        fig.colorbar(patches, ax=axes[row, :2], shrink=0.8, label=pair.normalization.method)
+            if not shared_scale:
+                fig.colorbar(patches, ax=ax, shrink=0.8, label=pair.normalization.method)
+        if shared_scale:
+            fig.colorbar(patches, ax=axes[row, :2], shrink=0.8, label=pair.normalization.method)
         if map_name:
             dense_map(sdata, gene, map_name, image=inputs.image.name, region=box, max_size=max_size, ax=axes[row, 2])
     for ax in axes.ravel():
@@ -156,6 +175,8 @@ def dense_map(
     max_size: int = 1024,
     alpha: float = 0.7,
     cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
     ax: Axes | None = None,
     save: str | Path | None = None,
 ) -> Axes:
@@ -182,6 +203,8 @@ def dense_map(
         Opacity of the map.
     cmap
         Colour map.
+    vmin, vmax
+        Colour range; default: the 1st and 99th percentiles of the drawn window.
     ax
         Axes to draw into.
     save
@@ -190,6 +213,16 @@ def dense_map(
     Returns
     -------
     The axes.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> model = pixnet.tl.train(sdata, shapes="bins_8um")  # doctest: +SKIP
+    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
+    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], "pixnet_map")  # doctest: +SKIP
+    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], region=(0, 0, 500, 500), save="zoom.png")  # doctest: +SKIP
 
     """
     if map_name not in sdata.images:
@@ -223,8 +256,8 @@ def dense_map(
         extent=[x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale],
         cmap=cmap,
         alpha=alpha,
-        vmin=0,
-        vmax=float(np.percentile(values, 99.5)) or None,
+        vmin=float(np.percentile(values, 1)) if vmin is None else vmin,
+        vmax=float(np.percentile(values, 99)) if vmax is None else vmax,
     )
     ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="density per map pixel")
     ax.set_xlim(region[0], region[2])

@@ -30,6 +30,13 @@ def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
     -------
     The figure (two axes: loss, PCC).
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
+    >>> model = pixnet.tl.train(sdata, decoder_width=32, patch_size=128, epochs=3, n_top_genes=8)  # doctest: +SKIP
+    >>> fig = pixnet.pl.training_curves(model, save="training_curves.png")  # doctest: +SKIP
+
     """
     history = model.history
     if not history:

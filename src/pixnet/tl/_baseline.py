@@ -178,6 +178,15 @@ def predict_baseline(
     -------
     ``None``, or the tables with ``copy=True``.
 
+    Examples
+    --------
+    >>> import pixnet
+    >>> train = [pixnet.datasets.her2st(s) for s in ("C3", "C4", "C5")]  # doctest: +SKIP
+    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
+    >>> ridge = pixnet.tl.train_baseline(train, "ridge", encoder_weights="ciga")  # doctest: +SKIP
+    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", ridge)  # doctest: +SKIP
+    >>> pixnet.tl.evaluate(sdata, "ridge_C2_spots")  # doctest: +SKIP
+
     """
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)
     inputs = resolve_inputs(

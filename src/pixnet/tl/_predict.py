@@ -149,8 +149,13 @@ def predict(
 
     Examples
     --------
+    >>> import pixnet
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
+    >>> sdata = pixnet.io.read(folder)  # dataset_id "synthetic"  # doctest: +SKIP
+    >>> model = pixnet.tl.train(sdata, shapes="bins_8um")  # doctest: +SKIP
     >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
-    >>> sdata["pixnet_square_002um"]  # doctest: +SKIP
+    >>> sdata["pixnet_map"]  # the dense map  # doctest: +SKIP
+    >>> sdata["pixnet_synthetic_square_002um"]  # the 2 µm bins' predictions  # doctest: +SKIP
 
     """
     model = model or recall(sdata)
@@ -276,6 +281,13 @@ def aggregate(
     Returns
     -------
     ``None``, or ``{name: table}`` with ``copy=True``.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
+    >>> pixnet.tl.aggregate(sdata, "pixnet_map", ["bins_8um", "bins_16um"])  # doctest: +SKIP
+    >>> sdata["pixnet_map_sum_synthetic_square_008um"]  # doctest: +SKIP
 
     """
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)

@@ -1,0 +1,62 @@
+"""Predictions are ordinary SpatialData elements: scanpy, squidpy, spatialdata-plot and zarr take them as they are."""
+
+import dask.array as da
+import matplotlib
+import numpy as np
+import pytest
+import scanpy as sc
+import spatialdata
+import spatialdata_plot  # noqa: F401
+import squidpy as sq
+
+import pixnet
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+TABLE = "pixnet_synthetic_square_002um"
+
+
+@pytest.fixture(scope="module")
+def predicted(hd_folder):
+    sdata = pixnet.io.read(hd_folder)
+    pixnet.tl.train(sdata, shapes="bins_16um", n_top_genes=8, decoder_width=16, patch_size=64, epochs=1, progress=False)
+    pixnet.tl.predict(sdata, shapes="bins_2um", progress=False)
+    return sdata
+
+
+def test_predicted_table_goes_through_scanpy_and_squidpy(predicted):
+    adata = predicted[TABLE].copy()
+    assert adata.n_obs > 4096  # scanpy then builds the graph with pynndescent
+    sc.pp.pca(adata, n_comps=5)
+    sc.pp.neighbors(adata, n_neighbors=10)
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, resolution=0.5, random_state=0)
+    assert adata.obs["leiden"].nunique() > 1
+    sq.gr.spatial_neighbors(adata, coord_type="grid", n_neighs=4)
+    degree = np.asarray(adata.obsp["spatial_connectivities"].sum(axis=1)).ravel()
+    assert np.median(degree) == 4  # 2 µm bins on a grid: four neighbours inside the tissue
+
+
+def test_spatialdata_plot_renders_the_map_and_a_predicted_table(predicted, tmp_path):
+    gene = predicted[TABLE].var_names[0]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    predicted.pl.render_images("pixnet_map", channel=gene).pl.show(coordinate_systems="synthetic", ax=axes[0])
+    (
+        predicted.pl.render_shapes("synthetic_square_002um", color=gene, table_name=TABLE).pl.show(
+            coordinate_systems="synthetic", ax=axes[1]
+        )
+    )
+    fig.savefig(tmp_path / "plot.png")
+    plt.close(fig)
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    # the map panel shows the map: its image has more than one colour
+    assert len(axes[0].get_images()) == 1 and np.ptp(axes[0].get_images()[0].get_array()) > 0
+
+
+def test_written_store_reopens_with_a_lazy_map(predicted, tmp_path):
+    predicted.write(tmp_path / "out.zarr")
+    reopened = spatialdata.read_zarr(tmp_path / "out.zarr")
+    assert isinstance(reopened["pixnet_map"].data, da.Array)
+    np.testing.assert_allclose(reopened[TABLE].X, predicted[TABLE].X)
+    window = reopened["pixnet_map"][:, :32, :32].values
+    np.testing.assert_allclose(window, predicted["pixnet_map"][:, :32, :32].values, rtol=1e-6)

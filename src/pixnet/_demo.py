@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 __all__ = ["run_demo"]
+
+logger = logging.getLogger(__name__)
 
 TRAIN_SHAPES = ["bins_8um", "bins_16um"]
 PREDICT_SHAPES = "bins_2um"
@@ -16,8 +20,18 @@ PREDICT_SHAPES = "bins_2um"
 DEMO_TRAINING = {"decoder_width": 32, "patch_size": 128, "batch_size": 4, "n_top_genes": 24, "validation": "region"}
 
 
-def run_demo(out: str | Path, *, size_um: float = 320.0, epochs: int = 8, seed: int = 0, progress: bool = True):
+def run_demo(
+    out: str | Path,
+    *,
+    size_um: float = 320.0,
+    epochs: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+    echo: Callable[[str], None] = logger.info,
+) -> pd.DataFrame:
     """Build the sample, train on 8/16 µm bins, predict 2 µm bins, evaluate, write a zarr store and figures.
+
+    Each step and the final summary are reported through ``echo`` (the CLI passes ``print``).
 
     Returns
     -------
@@ -38,11 +52,11 @@ def run_demo(out: str | Path, *, size_um: float = 320.0, epochs: int = 8, seed: 
         out / "synthetic_visium_hd", size_um=size_um, seed=seed, overwrite=True, progress=progress
     )
     sdata = io.read(folder)
-    print(f"1/4 Sample: {size_um:g} µm Visium HD capture area in {folder}")
+    echo(f"1/4 Sample: {size_um:g} µm Visium HD capture area in {folder}")
 
     model = tl.train(sdata, shapes=TRAIN_SHAPES, epochs=epochs, seed=seed, progress=progress, **DEMO_TRAINING)
     model.save(out / "model", overwrite=True)
-    print(f"2/4 Trained on the 8 and 16 µm bins: {model!r}; saved to {out / 'model'}")
+    echo(f"2/4 Trained on the 8 and 16 µm bins: {model!r}; saved to {out / 'model'}")
 
     tl.predict(sdata, shapes=PREDICT_SHAPES, model=model, progress=progress)
     shapes = find_shapes(sdata, PREDICT_SHAPES)
@@ -55,12 +69,14 @@ def run_demo(out: str | Path, *, size_um: float = 320.0, epochs: int = 8, seed: 
         }
     ).droplevel(1)
     tl.evaluate(sdata, predicted)  # stored with the table
-    print(f"3/4 Predicted the 2 µm bins ({sdata.tables[predicted].n_obs} bins) and the dense map 'pixnet_map'")
+    echo(f"3/4 Predicted the 2 µm bins ({sdata.tables[predicted].n_obs} bins) and the dense map 'pixnet_map'")
 
     store = out / "pixnet_demo.zarr"
-    if store.exists():
-        shutil.rmtree(store)
-    sdata.write(store)
+    staged = out / ".pixnet_demo.zarr.partial"  # a failed write leaves an earlier store as it was
+    shutil.rmtree(staged, ignore_errors=True)
+    sdata.write(staged)
+    shutil.rmtree(store, ignore_errors=True)
+    staged.rename(store)
     per_gene = sdata.tables[predicted].uns["pixnet_evaluation"]["per_gene"]
     best = per_gene.dropna(subset=["pcc"]).nlargest(3, "pcc")["gene"].tolist()
     figures = {
@@ -72,11 +88,11 @@ def run_demo(out: str | Path, *, size_um: float = 320.0, epochs: int = 8, seed: 
     pl.pcc_distribution({"PixNet (2 µm bins)": sdata.tables[predicted]}, save=figures["pcc"])
     pl.training_curves(model, save=figures["training"])
     plt.close("all")
-    print(f"4/4 Wrote the SpatialData store {store} and figures:")
+    echo(f"4/4 Wrote the SpatialData store {store} and figures:")
     for path in figures.values():
-        print(f"    {path}")
+        echo(f"    {path}")
     columns = ["pcc_f", "pcc_s", "pcc_m", "mse", "mae", "n_spots", "n_genes"]
-    print("\nPredicted 2 µm bins against:")
-    print(summary[columns].to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\nDone in {time.perf_counter() - started:.0f} s.")
+    echo("\nPredicted 2 µm bins against:")
+    echo(summary[columns].to_string(float_format=lambda v: f"{v:.3f}"))
+    echo(f"\nDone in {time.perf_counter() - started:.0f} s.")
     return summary

@@ -70,8 +70,9 @@ def _predict(args: argparse.Namespace) -> None:
     from . import tl
     from .io import describe_folder
     from .model import PixNet
+    from .training._loop import resolve_device
 
-    model = PixNet.load(args.model, device="cpu" if args.device == "auto" else args.device)
+    model = PixNet.load(args.model, device=resolve_device(args.device))
     kind, _ = describe_folder(args.input)
     if kind == "zarr" and args.out is None:
         store = args.input
@@ -125,7 +126,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from ._demo import run_demo
 
-    run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet, echo=print)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--key-added", default="pixnet", help="prefix of the new elements (default: pixnet)")
     predict.add_argument("--tile-size", type=int, default=512, help="map chunk side, pixels (default: 512)")
     predict.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="map dtype")
-    predict.add_argument("--device", default="auto", help="cpu, cuda or mps (default: cpu)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     predict.add_argument("--overwrite", action="store_true", help="replace elements of the same names")
     predict.set_defaults(func=_predict)
 

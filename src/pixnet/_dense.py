@@ -18,7 +18,7 @@ _ALIGN = 32  # the network's stride: windows start on this grid so tiles see the
 def _predict_block(model, source, src_origin, window, core, factor: float, dtype: str) -> np.ndarray:
     image = resample_window(np.asarray(source), src_origin, window, factor)
     tile = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
-    density = model.predict_tiles(tile, origin=(window[0], window[2]))[0]
+    density = model.predict_tiles(tile)[0]
     y0, x0 = core[0] - window[0], core[2] - window[2]
     crop = density[:, y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]]
     return crop.cpu().numpy().astype(dtype, copy=False)

@@ -153,18 +153,16 @@ class PixNet:
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_tiles(self, images: torch.Tensor | np.ndarray, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def predict_tiles(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Dense maps of RGB tiles.
 
-        The decoder's attention sees windows of one training patch, on a grid that starts at pixel (0, 0) of the
-        frame the tiles are cut from, so overlapping tiles agree and a tile sees the context a training patch saw.
+        The decoder's attention sees, around each pixel, a window of one training patch, so a tile of any size
+        gives every pixel the context a training patch gave it.
 
         Parameters
         ----------
         images
             ``(B, 3, H, W)`` uint8, or float in [0, 1], at :attr:`microns_per_pixel`.
-        origin
-            (row, column) of the tiles' first pixel in that frame.
 
         Returns
         -------
@@ -176,7 +174,7 @@ class PixNet:
         self.network.eval()
         device = self.device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return self.network(x.to(device), origin).float()
+            return self.network(x.to(device)).float()
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

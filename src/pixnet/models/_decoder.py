@@ -99,9 +99,10 @@ class SkipRefine(nn.Module):
 class LinearAttention(nn.Module):
     """Kernelised self-attention (phi = elu + 1): memory linear in the number of pixels.
 
-    Attention is global within square windows of ``window`` pixels whose grid starts ``offset`` pixels before
-    the input (``window=None``: one window over the whole input). A model trained on patches of one window
-    therefore sees the same context when it predicts on larger tiles.
+    An input no larger than ``window`` pixels (a training patch) is one attention window. On a larger input
+    each pixel attends over the ``window``-sized square centred on it, so a model trained on patches predicts
+    every pixel of a tile with the context of a patch around that pixel, whatever the tile size and without
+    seams between windows. ``window=None``: the whole input is one window.
     """
 
     def __init__(self, channels: int, heads: int = 4) -> None:
@@ -110,28 +111,30 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
         self.out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, window: int | None = None, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=1)
+        d = c // self.heads
+        q, k, v = (t.reshape(b, self.heads, d, h, w) for t in self.qkv(x).chunk(3, dim=1))
         q, k = F.elu(q) + 1, F.elu(k) + 1
-        top, left = offset if window else (0, 0)
-        wy, wx = (window, window) if window else (h, w)
-        pad = (left, -(w + left) % wx, top, -(h + top) % wy)
-        # zero keys and values add nothing to a window's context or normaliser
-        q, k, v = (F.pad(t, pad) for t in (q, k, v))
-        ny, nx = (h + pad[2] + pad[3]) // wy, (w + pad[0] + pad[1]) // wx
-        q, k, v = (self._windows(t, ny, wy, nx, wx) for t in (q, k, v))
-        context = torch.einsum("bhdn,bhen->bhde", k, v)  # (d x d) per head and window
-        normaliser = torch.einsum("bhdn,bhd->bhn", q, k.sum(dim=-1)).clamp_min(1e-6)
-        attended = torch.einsum("bhdn,bhde->bhen", q, context) / normaliser.unsqueeze(2)
-        attended = attended.reshape(b, ny, nx, c, wy, wx).permute(0, 3, 1, 4, 2, 5).reshape(b, c, ny * wy, nx * wx)
-        return self.out(attended[..., top : top + h, left : left + w])
+        if window is None or max(h, w) <= window:
+            q, k, v = (t.flatten(3) for t in (q, k, v))
+            context = torch.einsum("bhdn,bhen->bhde", k, v)  # (d x d) per head, independent of h * w
+            normaliser = torch.einsum("bhdn,bhd->bhn", q, k.sum(dim=-1)).clamp_min(1e-6)
+            attended = torch.einsum("bhdn,bhde->bhen", q, context) / normaliser.unsqueeze(2)
+        else:
+            radius = window // 2
+            context = _box_sum(k.unsqueeze(3) * v.unsqueeze(2), radius)  # (d x d) per head and pixel
+            normaliser = (q * _box_sum(k, radius)).sum(dim=2).clamp_min(1e-6)
+            attended = torch.einsum("bhdyx,bhdeyx->bheyx", q.float(), context) / normaliser.unsqueeze(2)
+        return self.out(attended.reshape(b, c, h, w).to(x.dtype))
 
-    def _windows(self, t: torch.Tensor, ny: int, wy: int, nx: int, wx: int) -> torch.Tensor:
-        """``(B, C, ny*wy, nx*wx)`` -> ``(B*ny*nx, heads, C/heads, wy*wx)``."""
-        b, c = t.shape[:2]
-        t = t.reshape(b, c, ny, wy, nx, wx).permute(0, 2, 4, 1, 3, 5)
-        return t.reshape(b * ny * nx, self.heads, c // self.heads, wy * wx)
+
+def _box_sum(t: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum over the ``2 radius + 1`` square centred on each pixel (cut at the border), from an integral image."""
+    size = 2 * radius + 1
+    # float32: cumulative sums in bfloat16 (cuda autocast) would lose the small differences they hold
+    s = F.pad(t.float(), (radius + 1, radius, radius + 1, radius)).cumsum(-1).cumsum(-2)
+    return s[..., size:, size:] - s[..., :-size, size:] - s[..., size:, :-size] + s[..., :-size, :-size]
 
 
 class DecoderStage(nn.Module):
@@ -146,18 +149,13 @@ class DecoderStage(nn.Module):
         self.attention = LinearAttention(channels)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        skip: torch.Tensor | None,
-        size: tuple[int, int],
-        window: int | None = None,
-        offset: tuple[int, int] = (0, 0),
+        self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int], window: int | None = None
     ) -> torch.Tensor:
         x = self.up(x, size)
         if skip is not None:
             x = torch.cat([x, self.refine(skip)], dim=1)
         fused = self.fuse(x)
-        return fused + self.attention(self.block(fused), window, offset)
+        return fused + self.attention(self.block(fused), window)
 
 
 class PixNetDecoder(nn.Module):
@@ -181,20 +179,12 @@ class PixNetDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths[-1]
 
-    def forward(
-        self,
-        features: list[torch.Tensor],
-        size: tuple[int, int],
-        window: int | None = None,
-        origin: tuple[int, int] = (0, 0),
-    ) -> torch.Tensor:
-        """Decode to ``size``; ``window`` and ``origin`` (input pixels) place the attention windows."""
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int], window: int | None = None) -> torch.Tensor:
+        """Decode to ``size``; ``window`` is the attention window in input pixels (see :class:`LinearAttention`)."""
         x = features[-1]
         skips = [*features[-2::-1], None]
         for stage, skip in zip(self.stages, skips, strict=True):
             target = tuple(skip.shape[-2:] if skip is not None else size)
             stride = size[0] // target[0]
-            scaled = max(window // stride, 1) if window else None
-            offset = ((origin[0] // stride) % scaled, (origin[1] // stride) % scaled) if scaled else (0, 0)
-            x = stage(x, skip, target, scaled, offset)
+            x = stage(x, skip, target, max(window // stride, 1) if window else None)
         return x

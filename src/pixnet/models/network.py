@@ -28,9 +28,9 @@ class PixNetNetwork(nn.Module):
     decoder_norm
         ``"channel"`` (per-pixel layer norm) or ``"batch"`` (models saved before pixnet 0.2).
     attention_window
-        Side, in input pixels, of the windows the decoder's attention is global in (rounded up to the stride);
-        the training patch size, so that tiles larger than a patch see the context a patch saw. ``None``: the
-        whole input.
+        Side, in input pixels, of the window the decoder's attention sees around each pixel (rounded up to the
+        stride): the training patch size, so that tiles larger than a patch see the context a patch saw. ``None``:
+        the whole input.
 
     """
 
@@ -60,11 +60,8 @@ class PixNetNetwork(nn.Module):
             self.head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
             self.head.weight.mul_(0.1)
 
-    def forward(self, images: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
-
-        ``origin`` is the (row, column) of the input's first pixel in the frame the attention windows tile.
-        """
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density."""
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
         x = (images - self.mean) / self.std
@@ -73,5 +70,5 @@ class PixNetNetwork(nn.Module):
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
         features = self.encoder(x)
-        decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window, origin)
+        decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window)
         return F.softplus(self.head(decoded))[..., :height, :width]

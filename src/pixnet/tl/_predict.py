@@ -88,7 +88,7 @@ def predict(
     image: str | None = None,
     key_added: str = "pixnet",
     tile_size: int = 512,
-    halo: int = 64,
+    halo: int | None = None,
     dtype: str = "float32",
     overwrite: bool = False,
     write: bool = False,
@@ -123,7 +123,8 @@ def predict(
     key_added
         Prefix of the new elements.
     tile_size, halo
-        Chunk side and context on each side, in map pixels (multiples of 32).
+        Chunk side and context on each side, in map pixels (multiples of 32). The default halo is half the
+        model's training patch (at least 64), so that every pixel's attention window lies inside its task.
     dtype
         Map dtype: ``"float32"``, or ``"float16"`` to halve its size when written.
     overwrite
@@ -161,6 +162,8 @@ def predict(
     model = model or recall(sdata)
     if model is None:
         raise ValueError("No model given and none was trained on this object; pass model= (e.g. PixNet.load(path)).")
+    if halo is None:
+        halo = max(64, -(-model.config.patch_size // 64) * 32)
     shape_list = [] if shapes is None else ([shapes] if isinstance(shapes, str) else list(shapes))
     inputs = resolve_inputs(
         sdata, image, shape_list, target_microns_per_pixel=model.microns_per_pixel, **(resolve_kwargs or {})

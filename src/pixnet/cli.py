@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         parents=[common],
-        help="the whole workflow on a built-in synthetic Visium HD sample (about 5 minutes on 2 CPU cores)",
+        help="the whole workflow on a built-in synthetic Visium HD sample (about 3 minutes on 2 CPU cores)",
         description="Build a synthetic Visium HD sample, train a small model on its 8 and 16 µm bins, predict the "
         "2 µm bins, compare them with the held-back 2 µm counts, and write a SpatialData zarr store and PNG "
         "figures.",

@@ -64,11 +64,10 @@ def run_demo(
     truth = datasets.synthetic_truth(folder, sdata, shapes)
     summary = pd.concat(
         {
-            "measured 2 µm counts": tl.evaluate(sdata, predicted, key_added=None),
+            "measured 2 µm counts": tl.evaluate(sdata, predicted),  # also stored with the table
             "noise-free 2 µm truth": tl.evaluate(sdata, predicted, truth, key_added=None),
         }
     ).droplevel(1)
-    tl.evaluate(sdata, predicted)  # stored with the table
     echo(f"3/4 Predicted the 2 µm bins ({sdata.tables[predicted].n_obs} bins) and the dense map 'pixnet_map'")
 
     store = out / "pixnet_demo.zarr"

@@ -1,13 +1,18 @@
 """Training on the synthetic Visium HD sample learns morphology -> expression (checked against the truth)."""
 
+import types
+
+import numpy as np
 import pytest
 import torch
 from conftest import read_visium_hd
 
 import pixnet
-from pixnet._spans import span_sums
+from pixnet._spans import shape_spans, span_sums
 from pixnet.datasets import synthetic_truth, synthetic_visium_hd
-from pixnet.training._data import build_section, split_by_region
+from pixnet.models import PixNetNetwork, create_encoder
+from pixnet.training._data import Batch, build_section, split_by_region
+from pixnet.training._loop import _augment, _draw_augmentations, _predict_batch, _undo
 from pixnet.training._loss import pearson_per_gene
 
 SEED, N_GENES = 3, 16
@@ -16,6 +21,37 @@ SEED, N_GENES = 3, 16
 def _sum(density, spans, n):
     zeros = torch.zeros(len(spans), dtype=torch.long)
     return span_sums(density, zeros, *(torch.from_numpy(a) for a in (spans.row, spans.x0, spans.x1, spans.shape)), n)
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
+    torch.manual_seed(0)
+    network = PixNetNetwork(*create_encoder("resnet18"), n_genes=4, decoder_width=32).eval()
+    images = torch.rand(3, 3, 64, 64)
+    spans = shape_spans("circle", np.array([[20.0, 30.0], [45.5, 12.0], [31.0, 50.0]]), np.full(3, 8.0))
+    batch = Batch(
+        images=images,
+        batch=torch.from_numpy(spans.shape).long(),  # one spot per image
+        row=torch.from_numpy(spans.row).long(),
+        x0=torch.from_numpy(spans.x0).long(),
+        x1=torch.from_numpy(spans.x1).long(),
+        shape=torch.from_numpy(spans.shape).long(),
+        targets=torch.zeros(3, 4),
+        group=torch.zeros(3, dtype=torch.long),
+    )
+    ops = _draw_augmentations(3, np.random.default_rng(1)) if augmented else None
+    if augmented:
+        assert len({op[:2] for op in ops}) > 1
+        batch.images = _augment(images, ops)
+    model = types.SimpleNamespace(normalization=types.SimpleNamespace(transform=lambda x: x))
+    with torch.no_grad():
+        sparse = _predict_batch(model, batch, ops, network=network)
+        maps = network(batch.images)
+        dense = span_sums(
+            _undo(maps, ops) if augmented else maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, 3
+        )
+    assert 2 * len(spans.row) * 16 < images[:, 0].numel()  # the spots are small: the head-at-pixels path ran
+    torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")

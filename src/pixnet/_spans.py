@@ -15,7 +15,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Spans", "shape_spans", "span_sums"]
+__all__ = ["Spans", "shape_spans", "span_pixels", "span_sums"]
 
 
 @dataclass
@@ -133,6 +133,17 @@ def span_sums(
     values = cumulative[batch, :, row, x1] - cumulative[batch, :, row, x0]
     out = torch.zeros(n_shapes, density.shape[1], dtype=values.dtype, device=density.device)
     return out.index_add_(0, shape, values)
+
+
+def span_pixels(
+    batch: torch.Tensor, row: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, shape: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every pixel of the spans: its ``(batch, row, x, shape)``, one entry per pixel."""
+    lengths = x1 - x0
+    span = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    first = torch.cumsum(lengths, 0) - lengths
+    x = x0[span] + torch.arange(span.numel(), device=lengths.device) - first[span]
+    return batch[span], row[span], x, shape[span]
 
 
 def resolved_spans(shapes, factor: float = 1.0, origin=(0.0, 0.0), rows: np.ndarray | None = None):

@@ -60,8 +60,15 @@ class PixNetNetwork(nn.Module):
             self.head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
             self.head.weight.mul_(0.1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density."""
+    def forward(
+        self, images: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
+
+        With ``at = (image, row, column)`` index tensors, only the density at those pixels, ``(N, n_genes)``:
+        training supervises only the pixels inside spots, often a small part of a patch, and the head is the
+        most expensive layer.
+        """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
         x = (images - self.mean) / self.std
@@ -71,4 +78,7 @@ class PixNetNetwork(nn.Module):
             )
         features = self.encoder(x)
         decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window)
+        if at is not None:
+            pixels = decoded[at[0], :, at[1], at[2]]
+            return F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
         return F.softplus(self.head(decoded))[..., :height, :width]

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .._spans import span_sums
+from .._spans import span_pixels, span_sums
 from ..model import PixNet
 from ._data import Batch, Section, make_batch, sample_patches
 from ._distributed import Distributed
@@ -79,13 +79,42 @@ def _undo(maps: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
     return torch.stack(restored)
 
 
+def _augmented_positions(ops: list[tuple], size: int) -> torch.Tensor:
+    """Per image, the flat index each pixel of the original patch moved to under its rotation and flip."""
+    grid = torch.arange(size * size).view(size, size)
+    positions = []
+    for k, flip, *_ in ops:
+        moved = torch.rot90(grid, k, dims=(0, 1))
+        moved = moved.flip(-1) if flip else moved
+        position = torch.empty(size * size, dtype=torch.long)
+        position[moved.flatten()] = torch.arange(size * size)
+        positions.append(position)
+    return torch.stack(positions)
+
+
 def _predict_batch(model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None) -> torch.Tensor:
+    """Eq. 9 sums of the (augmented) patches' maps over the batch's shapes, in the model's normalisation.
+
+    Where the shapes cover less than half of the batch's pixels, the head runs only at their pixels (found in
+    the augmented frame) instead of over whole maps that are then un-augmented.
+    """
     device = batch.images.device
+    network = network or model.network
+    n_shapes = len(batch.targets)
+    image, row, x, shape = span_pixels(batch.batch, batch.row, batch.x0, batch.x1, batch.shape)
+    size = batch.images.shape[-1]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        maps = (network or model.network)(batch.images)
-    if ops is not None:
-        maps = _undo(maps, ops)
-    sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, len(batch.targets))
+        if 2 * image.numel() < batch.images[:, 0].numel():
+            if ops is not None:
+                moved = _augmented_positions(ops, size).to(device)[image, row * size + x]
+                row, x = moved // size, moved % size
+            density = network(batch.images, at=(image, row, x)).float()
+            sums = torch.zeros(n_shapes, density.shape[1], device=device).index_add_(0, shape, density)
+        else:
+            maps = network(batch.images)
+            if ops is not None:
+                maps = _undo(maps, ops)
+            sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, n_shapes)
     return model.normalization.transform(sums)
 
 

@@ -45,7 +45,7 @@ def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
         batch.images = _augment(images, ops)
     model = types.SimpleNamespace(normalization=types.SimpleNamespace(transform=lambda x: x))
     with torch.no_grad():
-        sparse = _predict_batch(model, batch, ops, network=network)
+        sparse, _ = _predict_batch(model, batch, ops, network=network)
         maps = network(batch.images)
         dense = span_sums(
             _undo(maps, ops) if augmented else maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, 3

@@ -15,10 +15,10 @@ __all__ = ["lazy_dense_map"]
 _ALIGN = 32  # the network's stride: windows start on this grid so tiles see the same downsampling grid
 
 
-def _predict_block(model, source, src_origin, window, core, factor: float, dtype: str) -> np.ndarray:
+def _predict_block(model, source, src_origin, window, core, factor: float, dtype: str, extent) -> np.ndarray:
     image = resample_window(np.asarray(source), src_origin, window, factor)
     tile = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
-    density = model.predict_tiles(tile)[0]
+    density = model.predict_tiles(tile, offset=(window[0], window[2]), extent=extent)[0]
     y0, x0 = core[0] - window[0], core[2] - window[2]
     crop = density[:, y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]]
     return crop.cpu().numpy().astype(dtype, copy=False)
@@ -59,7 +59,7 @@ def lazy_dense_map(
             window = (max(y0 - halo, 0), min(core[1] + halo, height), max(x0 - halo, 0), min(core[3] + halo, width))
             sy0, sy1, sx0, sx1 = source_box(window, factor, image.shape)
             task = dask.delayed(_predict_block, pure=True)(
-                model_key, source[:3, sy0:sy1, sx0:sx1], (sy0, sx0), window, core, factor, dtype
+                model_key, source[:3, sy0:sy1, sx0:sx1], (sy0, sx0), window, core, factor, dtype, (height, width)
             )
             shape = (n_genes, core[1] - core[0], core[3] - core[2])
             row.append(da.from_delayed(task, shape=shape, dtype=dtype))

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from ._persist import FORMAT_VERSION, WEIGHTS, read_record, save_folder
 from .models import EncoderConfig, PixNetNetwork, create_encoder
 from .pp import Normalization
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "PixNet", "PixNetConfig"]
-
-FORMAT_VERSION = 1
-_WEIGHTS, _CONFIG = "model.safetensors", "config.json"
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
+__all__ = ["FORMAT_VERSION", "PixNet", "PixNetConfig", "load_model"]
 
 
 @dataclass
@@ -53,6 +42,8 @@ class PixNetConfig:
     decoder_norm
         Normalisation in the decoder: ``"channel"`` (per-pixel layer norm; a pixel's prediction does not depend
         on the batch or tile around it) or ``"batch"`` (how models saved before pixnet 0.2 were built).
+    embedding_dim
+        Length of the shape embedding trained by the auxiliary Image2Gene loss (0: none).
 
     Examples
     --------
@@ -79,6 +70,7 @@ class PixNetConfig:
     encoder: dict
     decoder_width: int = 512
     decoder_norm: str = "channel"
+    embedding_dim: int = 0
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -119,7 +111,13 @@ class PixNet:
             config.encoder = loaded.to_dict()
             encoder_config = loaded
         network = PixNetNetwork(
-            encoder, encoder_config, len(config.genes), config.decoder_width, config.decoder_norm, config.patch_size
+            encoder,
+            encoder_config,
+            len(config.genes),
+            config.decoder_width,
+            config.decoder_norm,
+            config.patch_size,
+            config.embedding_dim,
         )
         return cls(network, config)
 
@@ -148,12 +146,12 @@ class PixNet:
         enc = self.config.encoder
         return (
             f"PixNet({len(self.genes)} genes, {self.microns_per_pixel:g} µm/px, encoder {enc['name']} "
-            f"({enc['weights']}), decoder width {self.config.decoder_width}, {len(self.history)} epochs trained)"
+            f"({enc['weights']}), decoder width {self.config.decoder_width}, {sum(h['epoch'] > 0 for h in self.history)} epochs trained)"
         )
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_tiles(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def predict_tiles(self, images: torch.Tensor | np.ndarray, offset=None, extent=None) -> torch.Tensor:
         """Dense maps of RGB tiles.
 
         The decoder's attention sees, around each pixel, a window of one training patch, so a tile of any size
@@ -163,6 +161,9 @@ class PixNet:
         ----------
         images
             ``(B, 3, H, W)`` uint8, or float in [0, 1], at :attr:`microns_per_pixel`.
+        offset, extent
+            Where the tiles lie in the whole map: unused, PixNet's map depends on the image only (kept for the
+            interface shared with :meth:`pixnet.image2gene.Image2Gene.predict_tiles`).
 
         Returns
         -------
@@ -183,48 +184,32 @@ class PixNet:
         The folder is written next to its target and moved into place, so a failed save leaves an existing
         model untouched.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        save_file(state, tmp / _WEIGHTS, metadata={"format": "pixnet", "format_version": str(FORMAT_VERSION)})
-        record = {
-            "format_version": FORMAT_VERSION,
-            "pixnet_version": _version(),
-            "config": asdict(self.config),
-            "history": self.history,
-        }
-        (tmp / _CONFIG).write_text(json.dumps(record, indent=2))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-        return path
+        return save_folder(path, {WEIGHTS: self.network.state_dict()}, self.config, self.history, overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> PixNet:
         """Load a saved model. Only tensors and JSON are read: loading never executes code."""
-        path = Path(path)
-        if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
-            raise FileNotFoundError(f"{path} is not a saved pixnet model (needs {_CONFIG} and {_WEIGHTS}).")
-        record = json.loads((path / _CONFIG).read_text())
-        version = record.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was saved by pixnet {record.get('pixnet_version', '?')} in model format {version}; this "
-                f"pixnet ({_version()}) reads format {FORMAT_VERSION}. Load it with that version or train again."
-            )
+        record = read_record(path, [WEIGHTS], "pixnet")
         config = PixNetConfig(**{"decoder_norm": "batch", **record["config"]})  # older files: batch norm
         model = cls.build(config)
-        state = load_file(path / _WEIGHTS)
+        state = load_file(Path(path) / WEIGHTS)
         model.network.load_state_dict(state)
         model.history = record.get("history", [])
         model.network.to(device)
         logger.info("Loaded %r from %s", model, path)
         return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a saved :class:`PixNet` or :class:`~pixnet.image2gene.Image2Gene`, whichever ``path`` holds.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> model = pixnet.model.load_model("her2st_model")  # doctest: +SKIP
+
+    """
+    from .image2gene import Image2Gene
+
+    method = read_record(path, [WEIGHTS])["config"].get("method", "pixnet")
+    return (Image2Gene if method == "image2gene" else PixNet).load(path, device)

@@ -31,6 +31,9 @@ class PixNetNetwork(nn.Module):
         Side, in input pixels, of the window the decoder's attention sees around each pixel (rounded up to the
         stride): the training patch size, so that tiles larger than a patch see the context a patch saw. ``None``:
         the whole input.
+    embedding_dim
+        With ``> 0``, a linear projection of decoder features to an embedding of this length (for the auxiliary
+        Image2Gene loss; see :meth:`forward`).
 
     """
 
@@ -44,12 +47,14 @@ class PixNetNetwork(nn.Module):
         decoder_width: int = 512,
         decoder_norm: str = "channel",
         attention_window: int | None = None,
+        embedding_dim: int = 0,
     ):
         super().__init__()
         self.attention_window = -(-attention_window // self.stride) * self.stride if attention_window else None
         self.encoder = encoder
         self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm)
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
+        self.embedding = nn.Linear(self.decoder.out_channels, embedding_dim) if embedding_dim else None
         self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder_config.std).view(1, 3, 1, 1), persistent=False)
 
@@ -61,13 +66,17 @@ class PixNetNetwork(nn.Module):
             self.head.weight.mul_(0.1)
 
     def forward(
-        self, images: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    ) -> torch.Tensor:
+        self,
+        images: torch.Tensor,
+        at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        with_embedding: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
 
         With ``at = (image, row, column)`` index tensors, only the density at those pixels, ``(N, n_genes)``:
         training supervises only the pixels inside spots, often a small part of a patch, and the head is the
-        most expensive layer.
+        most expensive layer. ``with_embedding`` also returns those pixels' projected decoder features
+        ``(N, embedding_dim)`` (linear, so their mean over a shape is the projection of its mean features).
         """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
@@ -80,5 +89,6 @@ class PixNetNetwork(nn.Module):
         decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window)
         if at is not None:
             pixels = decoded[at[0], :, at[1], at[2]]
-            return F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
+            density = F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
+            return (density, self.embedding(pixels)) if with_embedding else density
         return F.softplus(self.head(decoded))[..., :height, :width]

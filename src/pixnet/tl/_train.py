@@ -11,15 +11,19 @@ from spatialdata import SpatialData
 
 from .._inputs import resolve_inputs
 from .._registry import remember
+from ..image2gene import WEIGHTINGS, Image2Gene, Image2GeneConfig
 from ..model import PixNet, PixNetConfig
 from ..models import ENCODERS, EncoderConfig
 from ..pp import Normalization, select_genes
 from ..training._data import build_section, split_by_region, split_by_section
+from ..training._image2gene import fit_image2gene
 from ..training._loop import TrainingConfig, fit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MICRONS_PER_PIXEL", "train"]
+__all__ = ["DEFAULT_MICRONS_PER_PIXEL", "METHODS", "train"]
+
+METHODS = ("pixnet", "image2gene")
 
 DEFAULT_MICRONS_PER_PIXEL = 1.0
 
@@ -76,6 +80,7 @@ def train(
     shapes: str | list | None = None,
     table: str | list[str | None] | None = None,
     section_names: list[str] | None = None,
+    method: str = "pixnet",
     genes: list[str] | None = None,
     n_top_genes: int = 250,
     normalization: str | Normalization = "total_log",
@@ -86,10 +91,16 @@ def train(
     decoder_width: int = 512,
     freeze_encoder: bool = False,
     epochs: int = 20,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     learning_rate: float = 5e-4,
     weight_decay: float = 1e-4,
     pcc_weight: float = 0.5,
+    image2gene_weight: float = 0.0,
+    embedding_dim: int = 128,
+    coordinates: bool = True,
+    k: int = 25,
+    weighting: str = "distance",
+    map_stride: int | None = None,
     validation: str | None = "region",
     validation_fraction: float = 0.2,
     validation_sections: list[str] | None = None,
@@ -101,13 +112,19 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     resolve_kwargs: dict | None = None,
-) -> PixNet:
-    """Train PixNet on measured spots or bins.
+) -> PixNet | Image2Gene:
+    """Train PixNet (or Image2Gene) on measured spots or bins.
 
     Image patches containing measured shapes are sampled at the working resolution; every shape lying wholly
     inside a patch is supervised through the sum of the dense map over its pixels (Eq. 9), for circles,
     squares and polygons of mixed sizes in one batch. Several shape sets of one object (e.g. Visium HD 8 and
     16 µm bins) train jointly, as do several sections.
+
+    With ``method="image2gene"``, an encoder and a learnable embedding of spot positions are trained instead, so
+    that the cosine self-similarity of the spots' embeddings matches the Pearson correlation of their
+    expression profiles; the model then predicts by kNN among the training spots in that space (see
+    :class:`~pixnet.image2gene.Image2Gene`). Data, genes, normalisation, splits, seeds, progress, history and
+    checkpoints are the same for both.
 
     Parameters
     ----------
@@ -119,6 +136,8 @@ def train(
         section. ``shapes`` may name several shape sets (e.g. ``["bins_8um", "bins_16um"]``).
     section_names
         Names of the sections (for validation and logs); default: the image element names.
+    method
+        ``"pixnet"`` (the dense map of Zhang, Yang & Pan) or ``"image2gene"`` (Fu, Quan & Bai).
     genes
         Genes to model; default: the ``n_top_genes`` with the highest mean over the training sections.
     n_top_genes
@@ -129,7 +148,8 @@ def train(
     microns_per_pixel
         Working resolution; images are resampled from the best pyramid level.
     patch_size
-        Patch side in working pixels.
+        Patch side in working pixels (Image2Gene: the patch centred on each spot; for Visium spots at 4 µm/px,
+        64 px = 256 µm).
     encoder, encoder_weights
         See :func:`pixnet.models.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder).
     decoder_width
@@ -137,9 +157,19 @@ def train(
     freeze_encoder
         Train the decoder only (fast on CPU; use with pretrained weights).
     epochs, batch_size, learning_rate, weight_decay
-        Adam optimisation (paper defaults: lr 5e-4, weight decay 1e-4).
+        Adam optimisation (paper defaults: lr 5e-4, weight decay 1e-4). ``batch_size`` counts patches for
+        PixNet (default 8) and spots for Image2Gene (default 64: its loss compares every pair of a batch).
     pcc_weight
-        Lambda in MSE + lambda * (1 - PCC).
+        Lambda in MSE + lambda * (1 - PCC) (PixNet).
+    image2gene_weight
+        PixNet only: add this weight times the Image2Gene loss, computed on an embedding of each supervised
+        shape (its decoder features averaged over its pixels, then a linear projection), as an auxiliary term.
+    embedding_dim
+        Length of the Image2Gene embedding (also of PixNet's auxiliary one).
+    coordinates, k, weighting, map_stride
+        Image2Gene: embed the spot's position in its image too; kNN neighbours and weighting (``"uniform"`` or
+        ``"distance"``); spacing of the dense map's embedding grid (default ``patch_size // 8``). ``k`` and
+        ``weighting`` can be changed on the trained model's ``config``.
     validation
         ``"region"`` (hold out the right-most ``validation_fraction`` of each section), ``"section"`` (hold out
         ``validation_sections``) or ``None``.
@@ -167,7 +197,8 @@ def train(
 
     Returns
     -------
-    The trained :class:`~pixnet.model.PixNet`; it is also recorded as the model of each training object.
+    The trained :class:`~pixnet.model.PixNet` or :class:`~pixnet.image2gene.Image2Gene`; it is also recorded as
+    the model of each training object.
 
     Examples
     --------
@@ -178,6 +209,12 @@ def train(
 
     """
     normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"Unknown kNN weighting {weighting!r}; choose one of {WEIGHTINGS}.")
+    if image2gene_weight and method != "pixnet":
+        raise ValueError("image2gene_weight= adds the Image2Gene loss to PixNet's; it needs method='pixnet'.")
     if validation not in ("region", "section", None):
         raise ValueError(f"validation must be 'region', 'section' or None, got {validation!r}.")
     if not 0 < validation_fraction < 1:
@@ -222,30 +259,42 @@ def train(
 
     if encoder not in ENCODERS:
         raise ValueError(f"Unknown encoder {encoder!r}; choose one of {ENCODERS}.")
-    config = PixNetConfig(
-        genes=gene_record["genes"],
-        gene_selection={k: v for k, v in gene_record.items() if k != "genes"},
-        normalization=normalization.to_dict(),
-        microns_per_pixel=float(microns_per_pixel),
-        patch_size=int(patch_size),
-        encoder=EncoderConfig(encoder).to_dict(),
-        decoder_width=int(decoder_width),
-    )
+    shared = {
+        "genes": gene_record["genes"],
+        "gene_selection": {k: v for k, v in gene_record.items() if k != "genes"},
+        "normalization": normalization.to_dict(),
+        "microns_per_pixel": float(microns_per_pixel),
+        "patch_size": int(patch_size),
+        "encoder": EncoderConfig(encoder).to_dict(),
+    }
     torch.manual_seed(seed)
-    model = PixNet.build(config, encoder_weights)
+    if method == "image2gene":
+        stride = map_stride or max(patch_size // 8, 1)
+        config = Image2GeneConfig(
+            **shared, embedding_dim=embedding_dim, coordinates=coordinates, k=k, weighting=weighting, map_stride=stride
+        )
+        model = Image2Gene.build(config, encoder_weights)
+        fit_model = fit_image2gene
+    else:
+        config = PixNetConfig(
+            **shared, decoder_width=int(decoder_width), embedding_dim=embedding_dim if image2gene_weight else 0
+        )
+        model = PixNet.build(config, encoder_weights)
+        fit_model = fit
     training = TrainingConfig(
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=batch_size or (64 if method == "image2gene" else 8),
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         pcc_weight=pcc_weight,
+        image2gene_weight=image2gene_weight,
         patience=patience,
         augment=augment,
         freeze_encoder=freeze_encoder,
         seed=seed,
         device=device,
     )
-    fit(model, sections, training, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    fit_model(model, sections, training, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
     for o in objects:
         remember(o, model)
     return model

@@ -42,6 +42,13 @@ class Section:
     image: np.ndarray  # (H, W, 3) uint8
     shape_sets: list[ShapeSet]
     microns_per_pixel: float
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (x, y) of the crop in the whole image
+    extent: tuple[float, float] | None = None  # (height, width) of the whole image, in working pixels
+
+    def positions(self, centres: np.ndarray) -> np.ndarray:
+        """Crop pixel centres ``(n, 2)`` -> positions ``(x, y)`` in [0, 1] of the whole image."""
+        height, width = self.extent or self.image.shape[:2]
+        return ((centres + self.origin) / np.array([width, height])).astype(np.float32)
 
 
 def _span_bbox(spans: Spans, n: int) -> np.ndarray:
@@ -116,7 +123,8 @@ def build_section(
         n = len(centres)
         shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), _span_bbox(spans, n), centres, area_px, targets))
         logger.info("Section %s: %d measured shapes of %r", name, n, s.name)
-    return Section(name, crop, shape_sets, microns_per_pixel)
+    extent = (inputs.image.shape[0] * factor, inputs.image.shape[1] * factor)
+    return Section(name, crop, shape_sets, microns_per_pixel, origin, extent)
 
 
 # ------------------------------------------------------------------------------------------------ splits

@@ -18,7 +18,7 @@ from .._spans import span_pixels, span_sums
 from ..model import PixNet
 from ._data import Batch, Section, make_batch, sample_patches
 from ._distributed import Distributed
-from ._loss import pixnet_loss
+from ._loss import image2gene_loss, pixnet_loss
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class TrainingConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
+    image2gene_weight: float = 0.0
     patience: int = 5
     augment: bool = True
     freeze_encoder: bool = False
@@ -92,30 +93,38 @@ def _augmented_positions(ops: list[tuple], size: int) -> torch.Tensor:
     return torch.stack(positions)
 
 
-def _predict_batch(model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None) -> torch.Tensor:
+def _predict_batch(
+    model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eq. 9 sums of the (augmented) patches' maps over the batch's shapes, in the model's normalisation.
 
     Where the shapes cover less than half of the batch's pixels, the head runs only at their pixels (found in
-    the augmented frame) instead of over whole maps that are then un-augmented.
+    the augmented frame) instead of over whole maps that are then un-augmented. With ``embed``, also each
+    shape's embedding: the mean of its pixels' projected decoder features (the auxiliary Image2Gene loss).
     """
     device = batch.images.device
     network = network or model.network
     n_shapes = len(batch.targets)
     image, row, x, shape = span_pixels(batch.batch, batch.row, batch.x0, batch.x1, batch.shape)
     size = batch.images.shape[-1]
+    embeddings = None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        if 2 * image.numel() < batch.images[:, 0].numel():
+        if embed or 2 * image.numel() < batch.images[:, 0].numel():
             if ops is not None:
                 moved = _augmented_positions(ops, size).to(device)[image, row * size + x]
                 row, x = moved // size, moved % size
-            density = network(batch.images, at=(image, row, x)).float()
-            sums = torch.zeros(n_shapes, density.shape[1], device=device).index_add_(0, shape, density)
+            out = network(batch.images, at=(image, row, x), with_embedding=embed)
+            density, pixels = out if embed else (out, None)
+            sums = torch.zeros(n_shapes, density.shape[1], device=device).index_add_(0, shape, density.float())
+            if embed:
+                embeddings = torch.zeros(n_shapes, pixels.shape[1], device=device).index_add_(0, shape, pixels.float())
+                embeddings = embeddings / torch.bincount(shape, minlength=n_shapes).clamp_min(1)[:, None]
         else:
             maps = network(batch.images)
             if ops is not None:
                 maps = _undo(maps, ops)
             sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, n_shapes)
-    return model.normalization.transform(sums)
+    return model.normalization.transform(sums), embeddings
 
 
 def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
@@ -145,6 +154,9 @@ def fit(
     device = group.device(resolve_device(config.device))
     progress = progress and group.is_main
     amp = device.type == "cuda"
+    auxiliary = config.image2gene_weight > 0
+    if auxiliary and model.network.embedding is None:
+        raise ValueError("image2gene_weight > 0 needs a model built with embedding_dim > 0.")
     patch_size = model.config.patch_size
     groups = {name: i for i, name in enumerate(sorted({s.name for sec in sections for s in sec.shape_sets}))}
     network = model.network.to(device)
@@ -175,7 +187,7 @@ def fit(
         order = rng.permutation(len(patches))
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
-        totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0}
+        totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for chosen in bar:
             ops = _draw_augmentations(len(chosen), rng) if config.augment else None  # drawn for the global batch
@@ -184,8 +196,13 @@ def fit(
             ops = [ops[i] for i in mine] if ops is not None else None
             if ops is not None:
                 batch.images = _augment(batch.images, ops)
-            pred = group.gather(_predict_batch(model, batch, ops, amp, network=trained))
-            loss, parts = pixnet_loss(pred, group.gather(batch.targets), group.gather(batch.group), config.pcc_weight)
+            pred, embeddings = _predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary)
+            targets = group.gather(batch.targets)
+            loss, parts = pixnet_loss(group.gather(pred), targets, group.gather(batch.group), config.pcc_weight)
+            if auxiliary:
+                similarity = image2gene_loss(group.gather(embeddings), targets)
+                loss = loss + config.image2gene_weight * similarity
+                parts["image2gene"], parts["loss"] = float(similarity), float(loss.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"The loss became {parts['loss']} in epoch {epoch + 1}; try a lower learning_rate."
@@ -234,7 +251,7 @@ def evaluate(model: PixNet, sections, patches, groups, config: TrainingConfig, d
     preds, targets, group_ids = [], [], []
     for i in range(0, len(patches), config.batch_size):
         batch = make_batch(sections, patches[i : i + config.batch_size], model.config.patch_size, groups).to(device)
-        preds.append(_predict_batch(model, batch, amp=device.type == "cuda"))
+        preds.append(_predict_batch(model, batch, amp=device.type == "cuda")[0])
         targets.append(batch.targets)
         group_ids.append(batch.group)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)

@@ -34,3 +34,18 @@ def pixnet_loss(
     pcc = torch.stack(pccs).mean() if pccs else torch.zeros((), device=pred.device)
     loss = mse + pcc_weight * (1 - pcc)
     return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()), "pcc": float(pcc.detach())}
+
+
+def expression_correlation(target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation between the spots' (rows') expression profiles -> ``(n, n)``."""
+    centred = target - target.mean(dim=1, keepdim=True)
+    return F.normalize(centred, dim=1, eps=eps) @ F.normalize(centred, dim=1, eps=eps).T
+
+
+def image2gene_loss(embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Image2Gene loss: how far the embeddings' cosine self-similarity is from the spots' expression correlation.
+
+    The mean squared difference over all pairs of the batch's spots: alignment within image space.
+    """
+    unit = F.normalize(embeddings.float(), dim=1)
+    return F.mse_loss(unit @ unit.T, expression_correlation(target.float()))

@@ -1,0 +1,171 @@
+"""Training Image2Gene: spot patches -> embeddings whose self-similarity follows the expression correlation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..baseline import spot_patches
+from ..image2gene import Image2Gene
+from ._data import Section
+from ._loop import TrainingConfig, _augment, _checkpoint, _draw_augmentations, _restore, resolve_device
+from ._loss import image2gene_loss, pearson_per_gene
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Spots:
+    """Every measured shape of the training sections, one row each."""
+
+    section: np.ndarray  # (n,) index into the sections
+    centres: np.ndarray  # (n, 2) x, y in the section crop's pixels
+    positions: np.ndarray  # (n, 2) x, y in [0, 1] of the whole image
+    targets: np.ndarray  # (n, n_genes) in target units
+    area_px: np.ndarray
+    validation: np.ndarray
+
+    @classmethod
+    def collect(cls, sections: list[Section]) -> Spots:
+        """All shapes of all shape sets, with their ``validation`` flags."""
+        parts = [
+            (np.full(len(s), i), s.centres, section.positions(s.centres), s.targets, s.area_px, s.validation)
+            for i, section in enumerate(sections)
+            for s in section.shape_sets
+        ]
+        return cls(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+
+    def images(self, sections: list[Section], rows: np.ndarray, patch_size: int) -> torch.Tensor:
+        """``(len(rows), 3, P, P)`` float patches in [0, 1] centred on the shapes ``rows``."""
+        out = np.empty((len(rows), patch_size, patch_size, 3), np.uint8)
+        for i in np.unique(self.section[rows]):
+            here = np.flatnonzero(self.section[rows] == i)
+            out[here] = spot_patches(sections[i].image, self.centres[rows[here]], patch_size)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _embed(model: Image2Gene, sections, spots: Spots, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chosen = rows[i : i + batch_size]
+        out.append(
+            model.embed(
+                spots.images(sections, chosen, model.config.patch_size), torch.from_numpy(spots.positions[chosen])
+            )
+        )
+    return torch.cat(out)
+
+
+def _set_bank(model: Image2Gene, sections, spots: Spots, rows: np.ndarray) -> None:
+    density = model.normalization.inverse_transform(torch.from_numpy(spots.targets[rows]).double())
+    model.set_bank(
+        _embed(model, sections, spots, rows), (density / torch.from_numpy(spots.area_px[rows])[:, None]).float()
+    )
+
+
+@torch.no_grad()
+def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_out: np.ndarray) -> dict:
+    """Similarity loss on the held-out spots, and the PCC of their kNN prediction from the training spots."""
+    _set_bank(model, sections, spots, train)
+    embeddings = _embed(model, sections, spots, held_out)
+    target = torch.from_numpy(spots.targets[held_out])
+    area = torch.from_numpy(spots.area_px[held_out]).float()[:, None]
+    pred = model.normalization.transform((model.knn(embeddings.to(model.device)).cpu() * area).double()).float()
+    sample = held_out[:4096] if len(held_out) > 4096 else held_out  # the loss is quadratic in spots
+    loss = image2gene_loss(embeddings[: len(sample)], target[: len(sample)])
+    return {"val_loss": float(loss), "val_pcc": float(pearson_per_gene(pred, target).mean())}
+
+
+def fit_image2gene(
+    model: Image2Gene,
+    sections: list[Section],
+    config: TrainingConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> Image2Gene:
+    """Train ``model`` on the shapes of ``sections`` (``validation`` flags already set).
+
+    Afterwards the model keeps every measured shape (training and validation) for its kNN inference.
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    spots = Spots.collect(sections)
+    train, held_out = np.flatnonzero(~spots.validation), np.flatnonzero(spots.validation)
+    if len(train) < 2:
+        raise ValueError(f"Image2Gene needs at least 2 training spots, got {len(train)}.")
+    network = model.network.to(device)
+    if config.freeze_encoder:
+        network.encoder.requires_grad_(False)
+    optimizer = torch.optim.Adam(
+        [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    start_epoch, best_loss, best_state, stale = 0, float("inf"), None, 0
+    if resume is not None:
+        start_epoch, best_loss, stale, rng = _restore(model, optimizer, Path(resume), device)
+        best_state = copy.deepcopy(network.state_dict())
+    model.config.training = asdict(config)
+    has_validation = len(held_out) > 1
+    if has_validation and resume is None:
+        model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out)})
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        network.train()
+        if config.freeze_encoder:
+            network.encoder.eval()
+        order = rng.permutation(train)
+        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches = [b for b in batches if len(b) >= 2]  # a similarity matrix needs two spots
+        total = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for chosen in bar:
+            images = spots.images(sections, chosen, model.config.patch_size)
+            if config.augment:
+                images = _augment(images, _draw_augmentations(len(chosen), rng))
+            positions = torch.from_numpy(spots.positions[chosen]).to(device)
+            embeddings = network(images.to(device), positions)
+            loss = image2gene_loss(embeddings, torch.from_numpy(spots.targets[chosen]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            total += value / len(batches)
+            bar.set_postfix(loss=f"{value:.4f}")
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total,
+            "train_shapes": len(train),
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
+        if has_validation:
+            record.update(evaluate(model, sections, spots, train, held_out))
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        model.history.append(record)
+        logger.info("epoch %d: %s", epoch + 1, record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        monitored = record.get("val_loss", record["train_loss"])
+        if monitored < best_loss:
+            best_loss, best_state, stale = monitored, copy.deepcopy(network.state_dict()), 0
+        else:
+            stale += 1
+        if checkpoint_dir is not None:
+            _set_bank(model, sections, spots, train)
+            _checkpoint(model, optimizer, Path(checkpoint_dir), epoch + 1, best_loss, stale, rng)
+        if has_validation and stale >= config.patience:
+            logger.info("Early stopping after epoch %d (no validation improvement for %d epochs)", epoch + 1, stale)
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    _set_bank(model, sections, spots, np.arange(len(spots.targets)))
+    network.eval()
+    return model

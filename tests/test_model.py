@@ -185,13 +185,15 @@ def small_spots():
     return pixnet.datasets.synthetic_spots("visium", size_um=700, n_genes=12, seed=1)
 
 
-def test_same_seed_same_model(small_spots):
-    a = pixnet.tl.train(small_spots, epochs=1, seed=7, **TRAIN)
-    b = pixnet.tl.train(small_spots, epochs=1, seed=7, **TRAIN)
-    c = pixnet.tl.train(small_spots, epochs=1, seed=8, **TRAIN)
+@pytest.mark.parametrize("method", ["pixnet", "image2gene"])
+def test_same_seed_same_model(small_spots, method):
+    a = pixnet.tl.train(small_spots, epochs=1, seed=7, method=method, **TRAIN)
+    b = pixnet.tl.train(small_spots, epochs=1, seed=7, method=method, **TRAIN)
+    c = pixnet.tl.train(small_spots, epochs=1, seed=8, method=method, **TRAIN)
     for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
-    assert not torch.equal(a.network.head.weight, c.network.head.weight)
+    last = list(a.network.state_dict())[-1]
+    assert not torch.equal(a.network.state_dict()[last], c.network.state_dict()[last])
 
 
 def test_save_load_round_trip(small_spots, tmp_path):
@@ -220,21 +222,37 @@ def test_frozen_encoder_trains_decoder_only(small_spots):
     assert not torch.equal(model.network.head.weight, fresh.network.head.weight)
 
 
-def test_checkpoints_and_resume_continue_the_same_run(small_spots, tmp_path):
+@pytest.mark.parametrize("method", ["pixnet", "image2gene"])
+def test_checkpoints_and_resume_continue_the_same_run(small_spots, tmp_path, method):
     straight = tmp_path / "straight"
-    pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=straight, **TRAIN)
+    pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=straight, method=method, **TRAIN)
     split = tmp_path / "split"
-    pixnet.tl.train(small_spots, epochs=2, checkpoint_dir=split, **TRAIN)
-    resumed = pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=split, resume=split, **TRAIN)
+    pixnet.tl.train(small_spots, epochs=2, checkpoint_dir=split, method=method, **TRAIN)
+    resumed = pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=split, resume=split, method=method, **TRAIN)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     a, b = load_file(straight / "last" / "model.safetensors"), load_file(split / "last" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
+    assert type(pixnet.model.load_model(split / "last")) is type(resumed)
     with pytest.raises(FileNotFoundError, match="No training checkpoint"):
         pixnet.tl.train(small_spots, epochs=1, resume=tmp_path / "nothing", **TRAIN)
 
 
+def test_auxiliary_image2gene_loss_trains_a_shape_embedding(small_spots, tmp_path):
+    model = pixnet.tl.train(small_spots, epochs=2, image2gene_weight=1.0, embedding_dim=8, **TRAIN)
+    assert model.network.embedding.out_features == 8 and model.config.embedding_dim == 8
+    assert all(h["train_image2gene"] > 0 for h in model.history[1:])
+    assert all(h["train_loss"] > h["train_mse"] + 0.5 * (1 - h["train_pcc"]) for h in model.history[1:])
+    model.save(tmp_path / "aux")
+    loaded = PixNet.load(tmp_path / "aux")
+    torch.testing.assert_close(loaded.network.embedding.weight, model.network.embedding.weight)
+    with pytest.raises(ValueError, match="method='pixnet'"):
+        pixnet.tl.train(small_spots, method="image2gene", image2gene_weight=1.0, **TRAIN)
+
+
 def test_bad_training_arguments_fail_before_work(small_spots):
+    with pytest.raises(ValueError, match="Unknown method"):
+        pixnet.tl.train(small_spots, method="bleep", **TRAIN)
     with pytest.raises(ValueError, match="validation must be"):
         pixnet.tl.train(small_spots, validation="random", **TRAIN)
     with pytest.raises(ValueError, match="Unknown encoder"):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from ._base import TrainedModel
 from ._persist import WEIGHTS, read_record, save_folder
 from .models import EncoderConfig, create_encoder
 from .models.image2gene import Image2GeneNetwork
-from .pp import Normalization
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Image2GeneConfig:
     training: dict = field(default_factory=dict)
 
 
-class Image2Gene:
+class Image2Gene(TrainedModel):
     """An Image2Gene model (Fu, Quan & Bai, IEEE JBHI 2026).
 
     An encoder and a learnable embedding of spot positions map each spot's patch to a unit vector, trained so
@@ -119,32 +119,12 @@ class Image2Gene:
         network = Image2GeneNetwork(encoder, encoder_config, config.embedding_dim, coordinates=config.coordinates)
         return cls(network, config)
 
-    @property
-    def genes(self) -> list[str]:
-        """Genes, in output order."""
-        return list(self.config.genes)
-
-    @property
-    def normalization(self) -> Normalization:
-        """The target normalisation."""
-        return Normalization.from_dict(self.config.normalization)
-
-    @property
-    def microns_per_pixel(self) -> float:
-        """Working resolution of the model."""
-        return float(self.config.microns_per_pixel)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the network's parameters are."""
-        return next(self.network.parameters()).device
-
     def __repr__(self) -> str:
         enc = self.config.encoder
         return (
             f"Image2Gene({len(self.genes)} genes, {self.microns_per_pixel:g} µm/px, encoder {enc['name']} "
             f"({enc['weights']}), k={self.config.k} ({self.config.weighting}), {len(self.bank_density)} training "
-            f"spots, {sum(h['epoch'] > 0 for h in self.history)} epochs trained)"
+            f"spots, {self.epochs_trained} epochs trained)"
         )
 
     # ------------------------------------------------------------------------------------------ inference

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ._base import TrainedModel
 from ._persist import FORMAT_VERSION, WEIGHTS, read_record, save_folder
 from .models import EncoderConfig, PixNetNetwork, create_encoder
-from .pp import Normalization
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class PixNetConfig:
     training: dict = field(default_factory=dict)
 
 
-class PixNet:
+class PixNet(TrainedModel):
     """A PixNet model: predicts a dense, non-negative expression map from an H&E image.
 
     The map has one channel per gene at :attr:`microns_per_pixel`. Summing it over a shape's pixels gives the
@@ -121,32 +121,12 @@ class PixNet:
         )
         return cls(network, config)
 
-    # ------------------------------------------------------------------------------------------ properties
-    @property
-    def genes(self) -> list[str]:
-        """Genes, in output order."""
-        return list(self.config.genes)
-
-    @property
-    def normalization(self) -> Normalization:
-        """The target normalisation."""
-        return Normalization.from_dict(self.config.normalization)
-
-    @property
-    def microns_per_pixel(self) -> float:
-        """Working resolution of the model."""
-        return float(self.config.microns_per_pixel)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the network's parameters are."""
-        return next(self.network.parameters()).device
-
+    # ------------------------------------------------------------------------------------------ description
     def __repr__(self) -> str:
         enc = self.config.encoder
         return (
             f"PixNet({len(self.genes)} genes, {self.microns_per_pixel:g} µm/px, encoder {enc['name']} "
-            f"({enc['weights']}), decoder width {self.config.decoder_width}, {sum(h['epoch'] > 0 for h in self.history)} epochs trained)"
+            f"({enc['weights']}), decoder width {self.config.decoder_width}, {self.epochs_trained} epochs trained)"
         )
 
     # ------------------------------------------------------------------------------------------ inference

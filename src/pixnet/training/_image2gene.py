@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 from ..baseline import spot_patches
 from ..image2gene import Image2Gene
 from ._data import Section
-from ._loop import TrainingConfig, _augment, _checkpoint, _draw_augmentations, _restore, resolve_device
+from ._loop import EpochTracker, TrainingConfig, _augment, _draw_augmentations, resolve_device
 from ._loss import image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -97,7 +96,6 @@ def fit_image2gene(
     Afterwards the model keeps every measured shape (training and validation) for its kNN inference.
     """
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     spots = Spots.collect(sections)
     train, held_out = np.flatnonzero(~spots.validation), np.flatnonzero(spots.validation)
@@ -109,15 +107,12 @@ def fit_image2gene(
     optimizer = torch.optim.Adam(
         [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    start_epoch, best_loss, best_state, stale = 0, float("inf"), None, 0
-    if resume is not None:
-        start_epoch, best_loss, stale, rng = _restore(model, optimizer, Path(resume), device)
-        best_state = copy.deepcopy(network.state_dict())
-    model.config.training = asdict(config)
+    tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
+    rng = tracker.rng
     has_validation = len(held_out) > 1
-    if has_validation and resume is None:
+    if has_validation and not tracker.resumed:
         model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out)})
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(tracker.start_epoch, config.epochs):
         started = time.perf_counter()
         network.train()
         if config.freeze_encoder:
@@ -149,23 +144,8 @@ def fit_image2gene(
         if has_validation:
             record.update(evaluate(model, sections, spots, train, held_out))
         record["seconds"] = round(time.perf_counter() - started, 2)
-        model.history.append(record)
-        logger.info("epoch %d: %s", epoch + 1, record)
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        monitored = record.get("val_loss", record["train_loss"])
-        if monitored < best_loss:
-            best_loss, best_state, stale = monitored, copy.deepcopy(network.state_dict()), 0
-        else:
-            stale += 1
-        if checkpoint_dir is not None:
-            _set_bank(model, sections, spots, train)
-            _checkpoint(model, optimizer, Path(checkpoint_dir), epoch + 1, best_loss, stale, rng)
-        if has_validation and stale >= config.patience:
-            logger.info("Early stopping after epoch %d (no validation improvement for %d epochs)", epoch + 1, stale)
+        if tracker.end_epoch(record, before_checkpoint=lambda: _set_bank(model, sections, spots, train)):
             break
-    if best_state is not None:
-        network.load_state_dict(best_state)
+    tracker.finish()
     _set_bank(model, sections, spots, np.arange(len(spots.targets)))
-    network.eval()
     return model

@@ -138,6 +138,55 @@ def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(values).sum(axis=0) / np.concatenate(areas).sum()).float()
 
 
+class EpochTracker:
+    """What happens between epochs, shared by the training loops.
+
+    History and logs, the best weights (by validation loss, else training loss), checkpoints, early stopping
+    and resuming. ``rng`` is the loop's random generator (restored with the rest when resuming).
+    """
+
+    def __init__(self, model, optimizer, config: TrainingConfig, checkpoint_dir, resume, progress: bool, device):
+        self.model, self.optimizer, self.config, self.progress = model, optimizer, config, progress
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.start_epoch, self.best_loss, self.best_state, self.stale = 0, float("inf"), None, 0
+        self.rng = np.random.default_rng(config.seed)
+        self.resumed = resume is not None
+        if self.resumed:
+            self.start_epoch, self.best_loss, self.stale, self.rng = _restore(model, optimizer, Path(resume), device)
+            self.best_state = copy.deepcopy(model.network.state_dict())
+        model.config.training = asdict(config)
+
+    def end_epoch(self, record: dict, write_checkpoint: bool = True, before_checkpoint=None) -> bool:
+        """Record an epoch; ``True`` when training should stop early."""
+        self.model.history.append(record)
+        logger.info("epoch %d: %s", record["epoch"], record)
+        if self.progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        monitored = record.get("val_loss", record["train_loss"])
+        if monitored < self.best_loss:
+            self.best_loss, self.best_state, self.stale = monitored, copy.deepcopy(self.model.network.state_dict()), 0
+        else:
+            self.stale += 1
+        if self.checkpoint_dir is not None and write_checkpoint:
+            if before_checkpoint is not None:
+                before_checkpoint()
+            _checkpoint(
+                self.model, self.optimizer, self.checkpoint_dir, record["epoch"], self.best_loss, self.stale, self.rng
+            )
+        if "val_loss" in record and self.stale >= self.config.patience:
+            logger.info(
+                "Early stopping after epoch %d (no validation improvement for %d epochs)", record["epoch"], self.stale
+            )
+            return True
+        return False
+
+    def finish(self) -> None:
+        """Keep the best weights."""
+        if self.best_state is not None:
+            self.model.network.load_state_dict(self.best_state)
+        self.model.network.eval()
+
+
 def fit(
     model: PixNet,
     sections: list[Section],
@@ -149,7 +198,6 @@ def fit(
 ) -> PixNet:
     """Train ``model`` on ``sections`` (each shape's ``validation`` flag already set)."""
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     group = Distributed()
     device = group.device(resolve_device(config.device))
     progress = progress and group.is_main
@@ -165,20 +213,17 @@ def fit(
     optimizer = torch.optim.Adam(
         [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    start_epoch, best_loss, best_state, stale = 0, float("inf"), None, 0
-    if resume is not None:
-        start_epoch, best_loss, stale, rng = _restore(model, optimizer, Path(resume), device)
-        best_state = copy.deepcopy(network.state_dict())
-    else:
+    tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
+    rng = tracker.rng
+    if not tracker.resumed:
         network.set_initial_density(initial_density(model, sections))
     trained = group.wrap(network, device)
     validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
     has_validation = len(validation) > 0
-    model.config.training = asdict(config)
-    if has_validation and resume is None:  # the untrained baseline, so that history shows what training gained
+    if has_validation and not tracker.resumed:  # the untrained baseline, so that history shows what training gained
         model.history.append({"epoch": 0, **evaluate(model, sections, validation, groups, config, device)})
 
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(tracker.start_epoch, config.epochs):
         started = time.perf_counter()
         network.train()
         if config.freeze_encoder:
@@ -202,7 +247,7 @@ def fit(
             if auxiliary:
                 similarity = image2gene_loss(group.gather(embeddings), targets)
                 loss = loss + config.image2gene_weight * similarity
-                parts["image2gene"], parts["loss"] = float(similarity), float(loss.detach())
+                parts["image2gene"], parts["loss"] = float(similarity.detach()), float(loss.detach())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"The loss became {parts['loss']} in epoch {epoch + 1}; try a lower learning_rate."
@@ -223,24 +268,11 @@ def fit(
         if has_validation:
             record.update(evaluate(model, sections, validation, groups, config, device))
         record["seconds"] = round(time.perf_counter() - started, 2)
-        model.history.append(record)
-        logger.info("epoch %d: %s", epoch + 1, record)
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        monitored = record.get("val_loss", record["train_loss"])
-        if monitored < best_loss:
-            best_loss, best_state, stale = monitored, copy.deepcopy(network.state_dict()), 0
-        else:
-            stale += 1
-        if checkpoint_dir is not None and group.is_main:
-            _checkpoint(model, optimizer, Path(checkpoint_dir), epoch + 1, best_loss, stale, rng)
+        stop = tracker.end_epoch(record, write_checkpoint=group.is_main)
         group.barrier()
-        if has_validation and stale >= config.patience:
-            logger.info("Early stopping after epoch %d (no validation improvement for %d epochs)", epoch + 1, stale)
+        if stop:
             break
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    network.eval()
+    tracker.finish()
     return model
 
 

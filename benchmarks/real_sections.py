@@ -1,9 +1,10 @@
-"""Leave-one-section-out on real sections: PixNet against ridge, kNN and the training mean.
+"""Leave-one-section-out on real sections: PixNet and Image2Gene against ridge, kNN and the training mean.
 
 Usage:
     python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, default CPU budget
     python benchmarks/real_sections.py --datasets her2st --epochs 20 --device cuda   # a larger budget
     python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
+    python benchmarks/real_sections.py --methods pixnet pixnet_i2g --baselines ridge  # the auxiliary loss
 
 For each held-out section, every method is trained on the other sections of its dataset with the same genes
 (the top ``--n-genes`` by mean over the training sections that the test section also measures), the same
@@ -51,48 +52,71 @@ def shared_genes(train: list, test, n_genes: int) -> list[str]:
     return [g for g in ranked if g in measured][:n_genes]
 
 
+def train_method(method: str, train: list, genes: list[str], args):
+    """PixNet, PixNet with the auxiliary Image2Gene loss (``pixnet_i2g``) or Image2Gene, with the shared settings."""
+    common = {
+        "genes": genes,
+        "microns_per_pixel": args.microns_per_pixel,
+        "patch_size": args.patch_size,
+        "encoder": args.encoder,
+        "encoder_weights": args.encoder_weights,
+        "freeze_encoder": args.freeze_encoder,
+        "learning_rate": args.learning_rate,
+        "validation": None if args.validation == "none" else args.validation,
+        "augment": not args.no_augment,
+        "seed": args.seed,
+        "device": args.device,
+        "progress": args.progress,
+    }
+    if method == "image2gene":
+        return pixnet.tl.train(
+            train, method="image2gene", epochs=args.i2g_epochs, batch_size=args.i2g_batch_size, k=args.k, **common
+        )
+    return pixnet.tl.train(
+        train,
+        decoder_width=args.decoder_width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        pcc_weight=args.pcc_weight,
+        image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
+        **common,
+    )
+
+
 def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict]:
     """Train every method on ``train``, evaluate on ``test``; one result row per method."""
     genes = shared_genes(train, test, args.n_genes)
     spots = f"{test_name}_spots"
-    rows = []
-    started = time.perf_counter()
-    model = pixnet.tl.train(
-        train,
-        genes=genes,
-        microns_per_pixel=args.microns_per_pixel,
-        patch_size=args.patch_size,
-        encoder=args.encoder,
-        encoder_weights=args.encoder_weights,
-        decoder_width=args.decoder_width,
-        freeze_encoder=args.freeze_encoder,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        pcc_weight=args.pcc_weight,
-        validation=None if args.validation == "none" else args.validation,
-        augment=not args.no_augment,
-        seed=args.seed,
-        device=args.device,
-        progress=args.progress,
-    )
-    pixnet.tl.predict(test, shapes=spots, model=model, tile_size=512, progress=args.progress, overwrite=True)
-    timings = {"pixnet": time.perf_counter() - started}
+    rows, timings, models = [], {}, {}
+    for method in args.methods:
+        started = time.perf_counter()
+        models[method] = train_method(method, train, genes, args)
+        pixnet.tl.predict(
+            test,
+            shapes=spots,
+            model=models[method],
+            key_added=method,
+            tile_size=512,
+            progress=args.progress,
+            overwrite=True,
+        )
+        timings[method] = time.perf_counter() - started
+    like = next(iter(models.values()))
     for method in args.baselines:
         started = time.perf_counter()
         baseline = pixnet.tl.train_baseline(
-            train, method, like=model, k=args.k, seed=args.seed, device=args.device, progress=args.progress
+            train, method, like=like, k=args.k, seed=args.seed, device=args.device, progress=args.progress
         )
         pixnet.tl.predict_baseline(test, spots, baseline, device=args.device, progress=False, overwrite=True)
         timings[method] = time.perf_counter() - started
     for method, seconds in timings.items():
         summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
         rows.append({"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], "seconds": seconds})
-    if args.plots is not None:
-        save_plots(test, spots, model, list(timings), args.plots / f"{dataset}_{test_name}")
-    epochs = len([h for h in model.history if h["epoch"] > 0])
+    if args.plots is not None and "pixnet" in models:
+        save_plots(test, spots, models["pixnet"], list(timings), args.plots / f"{dataset}_{test_name}")
+    epochs = ", ".join(f"{m} {model.epochs_trained} epochs" for m, model in models.items())
     print(
-        f"[{dataset} {test_name}] {epochs} epochs; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows),
+        f"[{dataset} {test_name}] {epochs}; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows),
         flush=True,
     )
     return rows
@@ -134,8 +158,18 @@ def main() -> None:
     parser.add_argument("--pcc-weight", type=float, default=0.5)
     parser.add_argument("--validation", choices=["region", "none"], default="none")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["pixnet", "image2gene"],
+        choices=["pixnet", "pixnet_i2g", "image2gene"],
+        help="learned methods; pixnet_i2g is PixNet with the auxiliary Image2Gene loss (--image2gene-weight)",
+    )
+    parser.add_argument("--image2gene-weight", type=float, default=0.5)
+    parser.add_argument("--i2g-epochs", type=int, default=20)
+    parser.add_argument("--i2g-batch-size", type=int, default=64)
     parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "mean"])
-    parser.add_argument("--k", type=int, default=25)
+    parser.add_argument("--k", type=int, default=25, help="neighbours of Image2Gene and of the kNN baseline")
     parser.add_argument("--constant-genes", default="omit", choices=["omit", "minus_one"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -176,8 +210,9 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out", "plots")}
     print(f"\nsettings: {settings}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    wins = _wins(table)
-    print(f"\nPixNet PCC@M above ridge on {wins[0]} of {wins[1]} held-out sections")
+    for method in args.methods:
+        wins, folds = _wins(table, method)
+        print(f"{method} PCC@M above ridge on {wins} of {folds} held-out sections")
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.out:
         table.to_csv(args.out, index=False)
@@ -187,13 +222,13 @@ def _order(value):
     return (1, value) if value == "mean" else (0, value)
 
 
-def _wins(table: pd.DataFrame) -> tuple[int, int]:
+def _wins(table: pd.DataFrame, method: str) -> tuple[int, int]:
     held_out = table[table["section"] != "mean"].pivot_table(
         index=["dataset", "section"], columns="method", values="pcc_m"
     )
     if "ridge" not in held_out:
         return 0, 0
-    return int(np.sum(held_out["pixnet"] > held_out["ridge"])), len(held_out)
+    return int(np.sum(held_out[method] > held_out["ridge"])), len(held_out)
 
 
 if __name__ == "__main__":

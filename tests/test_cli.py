@@ -33,6 +33,17 @@ def test_train_predict_evaluate_on_a_space_ranger_folder(hd_folder, tmp_path, ca
     assert "overwrite" in capsys.readouterr().err
 
 
+def test_image2gene_from_the_command_line(hd_folder, tmp_path, capsys):
+    model, store = tmp_path / "i2g", tmp_path / "sample.zarr"
+    args = ["train", str(hd_folder), "--method", "image2gene", "--shapes", "bins_16um", "--out", str(model), "-q"]
+    assert main([*args, "--n-genes", "6", "--epochs", "1", "--patch-size", "32", "--microns-per-pixel", "2"]) == 0
+    assert "Image2Gene(6 genes" in capsys.readouterr().out
+    args = ["predict", str(hd_folder), "--model", str(model), "--shapes", "bins_16um", "--out", str(store), "-q"]
+    assert main([*args, "--key-added", "i2g"]) == 0
+    sdata = spatialdata.read_zarr(store)
+    assert sdata.images["i2g_map"].sizes["c"] == 6 and "i2g_synthetic_square_016um" in sdata.tables
+
+
 def test_bad_input_gives_one_line_reason(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--size-um", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

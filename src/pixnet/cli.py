@@ -40,6 +40,7 @@ def _train(args: argparse.Namespace) -> None:
         encoder_weights=args.encoder_weights,
         decoder_width=args.decoder_width,
         freeze_encoder=args.freeze_encoder,
+        method=args.method,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -69,10 +70,10 @@ def _predict(args: argparse.Namespace) -> None:
 
     from . import tl
     from .io import describe_folder
-    from .model import PixNet
+    from .model import load_model
     from .training._loop import resolve_device
 
-    model = PixNet.load(args.model, device=resolve_device(args.device))
+    model = load_model(args.model, device=resolve_device(args.device))
     kind, _ = describe_folder(args.input)
     if kind == "zarr" and args.out is None:
         store = args.input
@@ -161,12 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         parents=[common],
         help="train a model on samples with measured expression",
-        description="Train PixNet on one or more samples: the model learns the map from H&E to the measured "
-        "expression of the given shapes (spots or bins) and is saved as a folder (safetensors + JSON).",
+        description="Train PixNet (or Image2Gene) on one or more samples: the model learns the map from H&E to "
+        "the measured expression of the given shapes (spots or bins) and is saved as a folder (safetensors + JSON).",
         epilog=EPILOG,
     )
     train.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="sample(s) to train on")
     train.add_argument("--out", type=Path, required=True, help="folder to save the model in")
+    train.add_argument(
+        "--method", default="pixnet", choices=["pixnet", "image2gene"], help="the model to train (default: pixnet)"
+    )
     train.add_argument("--shapes", nargs="+", help="measured shapes, e.g. bins_8um bins_16um (default: found)")
     train.add_argument("--image", help="the H&E image element (default: found)")
     train.add_argument("--table", help="the measured table (default: the one annotating the shapes)")
@@ -181,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--decoder-width", type=int, default=512, help="deepest decoder channels (default: 512)")
     train.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     train.add_argument("--epochs", type=int, default=20, help="default: 20")
-    train.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    train.add_argument("--batch-size", type=int, help="patches (PixNet, default 8) or spots (Image2Gene, default 64)")
     train.add_argument("--learning-rate", type=float, default=5e-4, help="default: 5e-4")
     train.add_argument(
         "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"

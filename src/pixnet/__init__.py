@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baseline, datasets, io, metrics, pl, pp, tl
+from . import baseline, datasets, image2gene, io, metrics, model, pl, pp, tl
 from ._inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
 
 try:
@@ -18,8 +18,10 @@ __all__ = [
     "bin_shapes",
     "datasets",
     "find_shapes",
+    "image2gene",
     "io",
     "metrics",
+    "model",
     "pl",
     "pp",
     "resolve_inputs",

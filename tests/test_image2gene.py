@@ -13,7 +13,7 @@ import pixnet
 from pixnet.datasets import synthetic_visium_hd
 from pixnet.image2gene import Image2Gene, Image2GeneConfig
 from pixnet.models import EncoderConfig
-from pixnet.training._loss import expression_correlation, image2gene_loss
+from pixnet.training._loss import expression_correlation, gene_moments, image2gene_loss
 
 GENES = [f"G{i}" for i in range(6)]
 
@@ -40,6 +40,11 @@ def test_loss_is_zero_when_similarities_equal_the_expression_correlations():
     np.testing.assert_allclose(expression_correlation(target).numpy(), np.corrcoef(target.numpy()), atol=1e-5)
     assert float(image2gene_loss(aligned, target)) < 1e-10
     assert float(image2gene_loss(3.0 * aligned, target)) < 1e-10  # only directions count
+    # with the training genes' moments, profiles are standardised per gene before they are correlated
+    moments = gene_moments(target.numpy())
+    standardised = (target - moments[0]) / moments[1]
+    assert float(image2gene_loss(standardised - standardised.mean(dim=1, keepdim=True), target, moments)) < 1e-10
+    assert float(image2gene_loss(aligned, target, moments)) > 0.01
 
 
 def test_loss_grows_with_the_mismatch():
@@ -61,7 +66,8 @@ def test_knn_with_k1_reproduces_a_training_spot_and_weights_neighbours():
     torch.testing.assert_close(model.knn(embeddings, k=1), density)
     uniform = model.knn(embeddings[:1], k=3, weighting="uniform")
     nearest = (embeddings[:1] @ embeddings.T).topk(3).indices[0]
-    torch.testing.assert_close(uniform[0], density[nearest].mean(dim=0))
+    # averaged as targets (log1p) of a spot of the reference area (1 px here), then back to a density
+    torch.testing.assert_close(uniform[0], density[nearest].log1p().mean(dim=0).expm1())
     weighted = model.knn(embeddings[:1], k=3, weighting="distance")  # the spot itself (distance 0) dominates
     assert torch.dist(weighted[0], density[0]) < torch.dist(uniform[0], density[0])
     with pytest.raises(ValueError, match="weighting"):

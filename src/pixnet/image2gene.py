@@ -44,6 +44,9 @@ class Image2GeneConfig:
         ``"uniform"`` (the neighbours' mean) or ``"distance"`` (weights ``1 / (1 - cosine similarity)``).
     map_stride
         Spacing, in working pixels, of the embedding grid of the dense map (bilinear in between).
+    reference_area_px
+        The training spots' median area: neighbours are averaged as targets of a shape of this area (e.g. the
+        log of normalised counts, as the method averages spots), then turned back into a density.
 
     Examples
     --------
@@ -71,7 +74,8 @@ class Image2GeneConfig:
     coordinates: bool = True
     k: int = 25
     weighting: str = "distance"
-    map_stride: int = 8
+    map_stride: int = 16
+    reference_area_px: float = 1.0
     method: str = "image2gene"
     training: dict = field(default_factory=dict)
 
@@ -128,12 +132,17 @@ class Image2Gene(TrainedModel):
         )
 
     # ------------------------------------------------------------------------------------------ inference
-    def set_bank(self, embeddings: torch.Tensor, density: torch.Tensor) -> None:
-        """The training spots the kNN inference draws on: their embeddings and expression per working pixel."""
+    def set_bank(self, embeddings: torch.Tensor, density: torch.Tensor, reference_area_px: float | None = None):
+        """Set the training spots the kNN inference draws on.
+
+        Their embeddings, expression per working pixel and median area (see :class:`Image2GeneConfig`).
+        """
         if len(embeddings) != len(density) or len(embeddings) == 0:
             raise ValueError(f"Needs as many embeddings as densities, and some: got {len(embeddings)}, {len(density)}.")
         self.bank_embeddings = embeddings.float().cpu()
         self.bank_density = density.float().cpu()
+        if reference_area_px is not None:
+            self.config.reference_area_px = float(reference_area_px)
 
     @torch.no_grad()
     def embed(self, patches: torch.Tensor, positions: torch.Tensor | None = None, batch_size: int = 256):
@@ -150,7 +159,10 @@ class Image2Gene(TrainedModel):
         return torch.cat(out) if out else torch.zeros(0, self.config.embedding_dim, device=device)
 
     def knn(self, embeddings: torch.Tensor, k: int | None = None, weighting: str | None = None) -> torch.Tensor:
-        """Expression density (per working pixel) of each embedding, from its ``k`` nearest training spots."""
+        """Expression density (per working pixel) of each embedding, from its ``k`` nearest training spots.
+
+        The neighbours are averaged in the model's target units (see ``reference_area_px``).
+        """
         k = min(k or self.config.k, len(self.bank_embeddings))
         weighting = weighting or self.config.weighting
         if k < 1:
@@ -164,7 +176,9 @@ class Image2Gene(TrainedModel):
         else:
             weights = 1.0 / (1.0 - similarity).clamp_min(1e-6)
             weights = weights / weights.sum(dim=1, keepdim=True)
-        return torch.einsum("nk,nkg->ng", weights, self.bank_density.to(embeddings.device)[index])
+        area, normalization = self.config.reference_area_px, self.normalization
+        targets = normalization.transform(self.bank_density.to(embeddings.device)[index] * area)
+        return normalization.inverse_transform(torch.einsum("nk,nkg->ng", weights, targets)) / area
 
     @torch.no_grad()
     def predict_tiles(
@@ -250,7 +264,7 @@ class Image2Gene(TrainedModel):
         model = cls.build(Image2GeneConfig(**record["config"]))
         model.network.load_state_dict(load_file(Path(path) / WEIGHTS))
         bank = load_file(Path(path) / _BANK)
-        model.set_bank(bank["embeddings"], bank["density"])
+        model.set_bank(bank["embeddings"], bank["density"])  # the reference area is in the config
         model.history = record.get("history", [])
         model.network.to(device)
         logger.info("Loaded %r from %s", model, path)

@@ -168,7 +168,7 @@ def train(
         Length of the Image2Gene embedding (also of PixNet's auxiliary one).
     coordinates, k, weighting, map_stride
         Image2Gene: embed the spot's position in its image too; kNN neighbours and weighting (``"uniform"`` or
-        ``"distance"``); spacing of the dense map's embedding grid (default ``patch_size // 8``). ``k`` and
+        ``"distance"``); spacing of the dense map's embedding grid (default ``patch_size // 4``). ``k`` and
         ``weighting`` can be changed on the trained model's ``config``.
     validation
         ``"region"`` (hold out the right-most ``validation_fraction`` of each section), ``"section"`` (hold out
@@ -269,7 +269,7 @@ def train(
     }
     torch.manual_seed(seed)
     if method == "image2gene":
-        stride = map_stride or max(patch_size // 8, 1)
+        stride = map_stride or max(patch_size // 4, 1)
         config = Image2GeneConfig(
             **shared, embedding_dim=embedding_dim, coordinates=coordinates, k=k, weighting=weighting, map_stride=stride
         )

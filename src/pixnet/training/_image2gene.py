@@ -15,7 +15,7 @@ from ..baseline import spot_patches
 from ..image2gene import Image2Gene
 from ._data import Section
 from ._loop import EpochTracker, TrainingConfig, _augment, _draw_augmentations, resolve_device
-from ._loss import image2gene_loss, pearson_per_gene
+from ._loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _set_bank(model: Image2Gene, sections, spots: Spots, rows: np.ndarray) -> No
 
 
 @torch.no_grad()
-def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_out: np.ndarray) -> dict:
+def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_out: np.ndarray, moments) -> dict:
     """Similarity loss on the held-out spots, and the PCC of their kNN prediction from the training spots."""
     _set_bank(model, sections, spots, train)
     embeddings = _embed(model, sections, spots, held_out)
@@ -78,7 +78,7 @@ def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_
     area = torch.from_numpy(spots.area_px[held_out]).float()[:, None]
     pred = model.normalization.transform((model.knn(embeddings.to(model.device)).cpu() * area).double()).float()
     sample = held_out[:4096] if len(held_out) > 4096 else held_out  # the loss is quadratic in spots
-    loss = image2gene_loss(embeddings[: len(sample)], target[: len(sample)])
+    loss = image2gene_loss(embeddings[: len(sample)], target[: len(sample)], moments)
     return {"val_loss": float(loss), "val_pcc": float(pearson_per_gene(pred, target).mean())}
 
 
@@ -101,6 +101,7 @@ def fit_image2gene(
     train, held_out = np.flatnonzero(~spots.validation), np.flatnonzero(spots.validation)
     if len(train) < 2:
         raise ValueError(f"Image2Gene needs at least 2 training spots, got {len(train)}.")
+    moments = gene_moments(spots.targets[train])
     network = model.network.to(device)
     if config.freeze_encoder:
         network.encoder.requires_grad_(False)
@@ -111,7 +112,7 @@ def fit_image2gene(
     rng = tracker.rng
     has_validation = len(held_out) > 1
     if has_validation and not tracker.resumed:
-        model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out)})
+        model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out, moments)})
     for epoch in range(tracker.start_epoch, config.epochs):
         started = time.perf_counter()
         network.train()
@@ -128,7 +129,7 @@ def fit_image2gene(
                 images = _augment(images, _draw_augmentations(len(chosen), rng))
             positions = torch.from_numpy(spots.positions[chosen]).to(device)
             embeddings = network(images.to(device), positions)
-            loss = image2gene_loss(embeddings, torch.from_numpy(spots.targets[chosen]).to(device))
+            loss = image2gene_loss(embeddings, torch.from_numpy(spots.targets[chosen]).to(device), moments)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -142,7 +143,7 @@ def fit_image2gene(
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         if has_validation:
-            record.update(evaluate(model, sections, spots, train, held_out))
+            record.update(evaluate(model, sections, spots, train, held_out, moments))
         record["seconds"] = round(time.perf_counter() - started, 2)
         if tracker.end_epoch(record, before_checkpoint=lambda: _set_bank(model, sections, spots, train)):
             break

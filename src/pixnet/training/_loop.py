@@ -18,7 +18,7 @@ from .._spans import span_pixels, span_sums
 from ..model import PixNet
 from ._data import Batch, Section, make_batch, sample_patches
 from ._distributed import Distributed
-from ._loss import image2gene_loss, pixnet_loss
+from ._loss import gene_moments, image2gene_loss, pixnet_loss
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +129,14 @@ def _predict_batch(
 
 def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
     """Per-gene mean density per pixel implied by the training targets."""
-    values, areas = [], []
-    for section in sections:
-        for s in section.shape_sets:
-            train = ~s.validation
-            values.append(model.normalization.inverse_transform(s.targets[train].astype(np.float64)))
-            areas.append(s.area_px[train])
-    return torch.from_numpy(np.concatenate(values).sum(axis=0) / np.concatenate(areas).sum()).float()
+    values = model.normalization.inverse_transform(training_targets(sections).astype(np.float64))
+    areas = np.concatenate([s.area_px[~s.validation] for section in sections for s in section.shape_sets])
+    return torch.from_numpy(values.sum(axis=0) / areas.sum()).float()
+
+
+def training_targets(sections: list[Section]) -> np.ndarray:
+    """Targets of every training (not validation) shape."""
+    return np.concatenate([s.targets[~s.validation] for section in sections for s in section.shape_sets])
 
 
 class EpochTracker:
@@ -218,6 +219,7 @@ def fit(
     if not tracker.resumed:
         network.set_initial_density(initial_density(model, sections))
     trained = group.wrap(network, device)
+    moments = gene_moments(training_targets(sections)) if auxiliary else None
     validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
     has_validation = len(validation) > 0
     if has_validation and not tracker.resumed:  # the untrained baseline, so that history shows what training gained
@@ -245,7 +247,7 @@ def fit(
             targets = group.gather(batch.targets)
             loss, parts = pixnet_loss(group.gather(pred), targets, group.gather(batch.group), config.pcc_weight)
             if auxiliary:
-                similarity = image2gene_loss(group.gather(embeddings), targets)
+                similarity = image2gene_loss(group.gather(embeddings), targets, moments)
                 loss = loss + config.image2gene_weight * similarity
                 parts["image2gene"], parts["loss"] = float(similarity.detach()), float(loss.detach())
             if not torch.isfinite(loss):

@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--encoder-weights", default="imagenet")
     parser.add_argument("--decoder-width", type=int, default=128)
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--pcc-weight", type=float, default=0.5)
@@ -166,7 +166,7 @@ def main() -> None:
         help="learned methods; pixnet_i2g is PixNet with the auxiliary Image2Gene loss (--image2gene-weight)",
     )
     parser.add_argument("--image2gene-weight", type=float, default=0.5)
-    parser.add_argument("--i2g-epochs", type=int, default=20)
+    parser.add_argument("--i2g-epochs", type=int, default=5)
     parser.add_argument("--i2g-batch-size", type=int, default=64)
     parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "mean"])
     parser.add_argument("--k", type=int, default=25, help="neighbours of Image2Gene and of the kNN baseline")

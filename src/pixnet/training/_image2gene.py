@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..baseline import spot_patches
 from ..image2gene import Image2Gene
 from ._data import Section
+from ._distributed import Distributed
 from ._loop import EpochTracker, TrainingConfig, _augment, _draw_augmentations, resolve_device
 from ._loss import gene_moments, image2gene_loss, pearson_per_gene
 
@@ -64,9 +65,8 @@ def _embed(model: Image2Gene, sections, spots: Spots, rows: np.ndarray, batch_si
 
 def _set_bank(model: Image2Gene, sections, spots: Spots, rows: np.ndarray) -> None:
     density = model.normalization.inverse_transform(torch.from_numpy(spots.targets[rows]).double())
-    model.set_bank(
-        _embed(model, sections, spots, rows), (density / torch.from_numpy(spots.area_px[rows])[:, None]).float()
-    )
+    area = torch.from_numpy(spots.area_px[rows])
+    model.set_bank(_embed(model, sections, spots, rows), (density / area[:, None]).float(), float(area.median()))
 
 
 @torch.no_grad()
@@ -95,6 +95,10 @@ def fit_image2gene(
 
     Afterwards the model keeps every measured shape (training and validation) for its kNN inference.
     """
+    if Distributed().world > 1:
+        raise RuntimeError(
+            "Image2Gene trains in one process (its loss compares every pair of a batch); run it without torchrun."
+        )
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     spots = Spots.collect(sections)

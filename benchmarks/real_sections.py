@@ -46,7 +46,7 @@ def detect_format(folder: Path) -> tuple[str, str]:
 
 def shared_genes(train: list, test, n_genes: int) -> list[str]:
     """The top genes by mean over the training sections, among those the test section measures."""
-    tables = [t for s in train for t in s.tables.values()]
+    tables = [t for s in train for t in s.tables.values() if "pixnet" not in t.uns]  # measured tables only
     ranked = pixnet.pp.select_genes(tables, n_top=min(t.n_vars for t in tables))["genes"]
     measured = set(next(iter(test.tables.values())).var_names)
     return [g for g in ranked if g in measured][:n_genes]
@@ -114,11 +114,13 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
         rows.append({"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], "seconds": seconds})
     if args.plots is not None and "pixnet" in models:
         save_plots(test, spots, models["pixnet"], list(timings), args.plots / f"{dataset}_{test_name}")
+    for name in [n for n, t in test.tables.items() if "pixnet" in t.uns]:  # the next fold trains on this section
+        del test.tables[name]
+    for name in [f"{m}_map" for m in models]:
+        del test.images[name]
     epochs = ", ".join(f"{m} {model.epochs_trained} epochs" for m, model in models.items())
-    print(
-        f"[{dataset} {test_name}] {epochs}; " + ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f}" for r in rows),
-        flush=True,
-    )
+    results = ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f} ({r['seconds']:.0f} s)" for r in rows)
+    print(f"[{dataset} {test_name}] {epochs}; {results}", flush=True)
     return rows
 
 
@@ -152,7 +154,7 @@ def main() -> None:
     parser.add_argument("--encoder-weights", default="imagenet")
     parser.add_argument("--decoder-width", type=int, default=128)
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--pcc-weight", type=float, default=0.5)

@@ -70,7 +70,13 @@ def train_method(method: str, train: list, genes: list[str], args):
     }
     if method == "image2gene":
         return pixnet.tl.train(
-            train, method="image2gene", epochs=args.i2g_epochs, batch_size=args.i2g_batch_size, k=args.k, **common
+            train,
+            method="image2gene",
+            epochs=args.i2g_epochs,
+            batch_size=args.i2g_batch_size,
+            k=args.k,
+            map_stride=args.i2g_map_stride,
+            **common,
         )
     return pixnet.tl.train(
         train,
@@ -154,7 +160,7 @@ def main() -> None:
     parser.add_argument("--encoder-weights", default="imagenet")
     parser.add_argument("--decoder-width", type=int, default=128)
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--pcc-weight", type=float, default=0.5)
@@ -170,6 +176,7 @@ def main() -> None:
     parser.add_argument("--image2gene-weight", type=float, default=0.5)
     parser.add_argument("--i2g-epochs", type=int, default=5)
     parser.add_argument("--i2g-batch-size", type=int, default=64)
+    parser.add_argument("--i2g-map-stride", type=int, default=32, help="Image2Gene's dense-map grid, pixels")
     parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "mean"])
     parser.add_argument("--k", type=int, default=25, help="neighbours of Image2Gene and of the kNN baseline")
     parser.add_argument("--constant-genes", default="omit", choices=["omit", "minus_one"])

@@ -123,7 +123,7 @@ def test_training_beats_the_training_mean_on_held_out_bins(hd320):
         progress=False,
     )
     assert isinstance(model, Image2Gene) and len(model.bank_density) == hd320.tables["square_016um"].n_obs
-    assert model.config.reference_area_px == 64  # 16 µm bins at 2 µm/px
+    assert model.config.reference_area_px == pytest.approx(64)  # 16 µm bins at 2 µm/px
     assert max(h["val_pcc"] for h in model.history[1:]) > model.history[0]["val_pcc"] + 0.1
     pixnet.tl.predict(hd320, shapes="bins_16um", model=model, key_added="i2g", tile_size=256, progress=False)
     assert hd320["i2g_map"].sizes["c"] == 16

@@ -16,6 +16,8 @@ if "--batchnorm-eval" in sys.argv:
 sdata = pixnet.datasets.synthetic_spots("visium", size_um=900, n_genes=12, seed=4)
 model = pixnet.tl.train(
     sdata,
+    preset="paper",
+    encoder_weights="random",
     decoder_width=16,
     patch_size=96,
     n_top_genes=6,

@@ -5,7 +5,14 @@ import pixnet
 from pixnet.baseline import spot_patches
 from pixnet.datasets import synthetic_spots
 
-SETTINGS = {"microns_per_pixel": 2.0, "patch_size": 64, "n_top_genes": 10, "progress": False}
+SETTINGS = {
+    "encoder": "resnet18",
+    "encoder_weights": "random",
+    "microns_per_pixel": 2.0,
+    "patch_size": 64,
+    "n_top_genes": 10,
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")

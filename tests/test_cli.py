@@ -2,7 +2,22 @@ import spatialdata
 
 from pixnet.cli import main
 
-TINY = ["--decoder-width", "16", "--patch-size", "64", "--n-genes", "6", "--epochs", "1", "--batch-size", "4"]
+TINY = [
+    "--preset",
+    "paper",
+    "--encoder-weights",
+    "random",
+    "--decoder-width",
+    "16",
+    "--patch-size",
+    "64",
+    "--n-genes",
+    "6",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+]
 
 
 def test_demo_writes_store_figures_and_metrics(tmp_path, capsys):
@@ -36,7 +51,8 @@ def test_train_predict_evaluate_on_a_space_ranger_folder(hd_folder, tmp_path, ca
 def test_image2gene_from_the_command_line(hd_folder, tmp_path, capsys):
     model, store = tmp_path / "i2g", tmp_path / "sample.zarr"
     args = ["train", str(hd_folder), "--method", "image2gene", "--shapes", "bins_16um", "--out", str(model), "-q"]
-    assert main([*args, "--n-genes", "6", "--epochs", "1", "--patch-size", "32", "--microns-per-pixel", "2"]) == 0
+    args += ["--preset", "paper", "--encoder-weights", "random", "--n-genes", "6", "--epochs", "1"]
+    assert main([*args, "--patch-size", "32", "--microns-per-pixel", "2"]) == 0
     assert "Image2Gene(6 genes" in capsys.readouterr().out
     args = ["predict", str(hd_folder), "--model", str(model), "--shapes", "bins_16um", "--out", str(store), "-q"]
     assert main([*args, "--key-added", "i2g"]) == 0

@@ -25,6 +25,20 @@ def test_gene_metrics_match_hand_computed_values():
     assert (got["n_spots"] == 4).all() and got["section"].eq("all").all()
 
 
+def test_calibration_tells_compressed_from_calibrated_predictions():
+    rng = np.random.default_rng(0)
+    measured = rng.normal(size=(200, 1))
+    signal = measured + 0.5 * rng.normal(size=(200, 1))
+    cov = np.cov(signal[:, 0], measured[:, 0])
+    calibrated = signal * cov[0, 1] / cov[0, 0]  # the least-squares fit of measured on signal
+    got = gene_metrics(np.hstack([calibrated, 0.1 * calibrated]), np.hstack([measured, measured]), ["cal", "squeezed"])
+    got = got.set_index("gene")
+    assert got.loc["cal", "slope"] == pytest.approx(1.0)
+    assert got.loc["squeezed", "slope"] == pytest.approx(10.0)  # a tenth of the spread: measured moves 10x more
+    assert got.loc["squeezed", "std_ratio"] == pytest.approx(0.1 * got.loc["cal", "std_ratio"])
+    assert got.loc["cal", "pcc"] == pytest.approx(got.loc["squeezed", "pcc"])  # PCC cannot see the scale
+
+
 def test_constant_gene_policy_and_quartiles():
     per_gene = pd.DataFrame(
         {
@@ -33,6 +47,8 @@ def test_constant_gene_policy_and_quartiles():
             "pcc": [0.1, 0.2, 0.3, 0.4, np.nan],
             "mse": [1.0, 2.0, 3.0, 4.0, 5.0],
             "mae": 1.0,
+            "std_ratio": [0.5, 1.0, 2.0, 4.0, np.nan],
+            "slope": [0.5, 1.0, 2.0, 3.0, np.nan],
             "n_spots": 10,
             "constant": [False, False, False, False, True],
         }
@@ -42,6 +58,7 @@ def test_constant_gene_policy_and_quartiles():
     assert omit["pcc_s"] == pytest.approx(0.25)
     assert omit["pcc_f"] == pytest.approx(0.175)  # numpy's linear quantile of 0.1..0.4 at 0.25
     assert omit["mse"] == pytest.approx(3.0) and omit["n_constant"] == 1
+    assert omit["std_ratio"] == pytest.approx(1.5) and omit["slope"] == pytest.approx(1.5)  # medians, NaN left out
     minus_one = summarize_metrics(per_gene, "minus_one").loc["s"]
     assert minus_one["pcc_m"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 - 1) / 5)
     assert minus_one["pcc_s"] == pytest.approx(0.2)

@@ -114,6 +114,8 @@ def test_training_beats_the_training_mean_on_held_out_bins(hd320):
         hd320,
         method="image2gene",
         shapes="bins_16um",
+        preset="paper",
+        encoder_weights="random",
         microns_per_pixel=2.0,
         patch_size=32,
         epochs=12,

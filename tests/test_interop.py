@@ -20,7 +20,17 @@ TABLE = "pixnet_synthetic_square_002um"
 @pytest.fixture(scope="module")
 def predicted(hd_folder):
     sdata = pixnet.io.read(hd_folder)
-    pixnet.tl.train(sdata, shapes="bins_16um", n_top_genes=8, decoder_width=16, patch_size=64, epochs=1, progress=False)
+    pixnet.tl.train(
+        sdata,
+        shapes="bins_16um",
+        preset="paper",
+        encoder_weights="random",
+        n_top_genes=8,
+        decoder_width=16,
+        patch_size=64,
+        epochs=1,
+        progress=False,
+    )
     pixnet.tl.predict(sdata, shapes="bins_2um", progress=False)
     return sdata
 

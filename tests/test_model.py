@@ -177,7 +177,15 @@ def test_efficientnet_lite0_pyramid_loads_imagenet_weights():
 
 
 # ------------------------------------------------------------------------------------------------ training
-TRAIN = {"decoder_width": 16, "patch_size": 96, "n_top_genes": 6, "batch_size": 4, "progress": False}
+TRAIN = {
+    "preset": "paper",
+    "encoder_weights": "random",
+    "decoder_width": 16,
+    "patch_size": 96,
+    "n_top_genes": 6,
+    "batch_size": 4,
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")

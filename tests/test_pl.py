@@ -14,7 +14,15 @@ def predicted():
     train = synthetic_spots("visium", size_um=700, n_genes=16, seed=0, sample_id="a")
     test = synthetic_spots("visium", size_um=700, n_genes=16, seed=1, sample_id="b")
     model = pixnet.tl.train(
-        train, microns_per_pixel=2.0, patch_size=64, decoder_width=8, epochs=2, n_top_genes=4, progress=False
+        train,
+        preset="paper",
+        encoder_weights="random",
+        microns_per_pixel=2.0,
+        patch_size=64,
+        decoder_width=8,
+        epochs=2,
+        n_top_genes=4,
+        progress=False,
     )
     pixnet.tl.predict(test, "b_spots", model, progress=False)
     baseline = pixnet.tl.train_baseline(train, "ridge", like=model, progress=False)

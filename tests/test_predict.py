@@ -8,7 +8,16 @@ import pixnet
 from pixnet._aggregate import aggregate_spans
 from pixnet._spans import shape_spans
 
-TRAIN = {"decoder_width": 16, "patch_size": 96, "n_top_genes": 6, "batch_size": 4, "progress": False, "epochs": 1}
+TRAIN = {
+    "preset": "paper",
+    "encoder_weights": "random",
+    "decoder_width": 16,
+    "patch_size": 96,
+    "n_top_genes": 6,
+    "batch_size": 4,
+    "progress": False,
+    "epochs": 1,
+}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pixnet
 from pixnet._spans import shape_spans, span_sums
 from pixnet.datasets import synthetic_truth, synthetic_visium_hd
 from pixnet.models import PixNetNetwork, create_encoder
+from pixnet.training._augment import augment_images, draw_augmentations, undo_augmentation
 from pixnet.training._data import Batch, build_section, split_by_region
-from pixnet.training._loop import _augment, _draw_augmentations, _predict_batch, _undo
+from pixnet.training._loop import _predict_batch
 from pixnet.training._loss import pearson_per_gene
 
 SEED, N_GENES = 3, 16
@@ -39,16 +40,22 @@ def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
         targets=torch.zeros(3, 4),
         group=torch.zeros(3, dtype=torch.long),
     )
-    ops = _draw_augmentations(3, np.random.default_rng(1)) if augmented else None
+    ops = draw_augmentations(3, np.random.default_rng(1)) if augmented else None
     if augmented:
         assert len({op[:2] for op in ops}) > 1
-        batch.images = _augment(images, ops)
+        batch.images = augment_images(images, ops)
     model = types.SimpleNamespace(normalization=types.SimpleNamespace(transform=lambda x: x))
     with torch.no_grad():
         sparse, _ = _predict_batch(model, batch, ops, network=network)
         maps = network(batch.images)
         dense = span_sums(
-            _undo(maps, ops) if augmented else maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, 3
+            undo_augmentation(maps, ops) if augmented else maps,
+            batch.batch,
+            batch.row,
+            batch.x0,
+            batch.x1,
+            batch.shape,
+            3,
         )
     assert 2 * len(spans.row) * 16 < images[:, 0].numel()  # the spots are small: the head-at-pixels path ran
     torch.testing.assert_close(sparse, dense, rtol=1e-4, atol=1e-4)
@@ -63,6 +70,8 @@ def trained(tmp_path_factory):
     model = pixnet.tl.train(
         sdata,
         shapes=["bins_8um", "bins_16um"],
+        preset="paper",
+        encoder_weights="random",
         decoder_width=32,
         patch_size=128,
         epochs=6,

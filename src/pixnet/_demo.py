@@ -17,7 +17,16 @@ logger = logging.getLogger(__name__)
 TRAIN_SHAPES = ["bins_8um", "bins_16um"]
 PREDICT_SHAPES = "bins_2um"
 # small enough for about 5 minutes on 2 CPU cores, large enough to learn the sample's four tissue types
-DEMO_TRAINING = {"decoder_width": 32, "patch_size": 128, "batch_size": 4, "n_top_genes": 24, "validation": "region"}
+# the paper's architecture at 1 µm/px, small and from random weights: 2 µm bins need the fine resolution
+DEMO_TRAINING = {
+    "preset": "paper",
+    "encoder_weights": "random",
+    "decoder_width": 32,
+    "patch_size": 128,
+    "batch_size": 4,
+    "n_top_genes": 24,
+    "validation": "region",
+}
 
 
 def run_demo(

@@ -15,13 +15,21 @@ __all__ = ["lazy_dense_map"]
 _ALIGN = 32  # the network's stride: windows start on this grid so tiles see the same downsampling grid
 
 
-def _predict_block(model, source, src_origin, window, core, factor: float, dtype: str, extent) -> np.ndarray:
-    image = resample_window(np.asarray(source), src_origin, window, factor)
+def _predict_block(model, blocks, cut, src_origin, window, core, factor: float, dtype: str, extent) -> np.ndarray:
+    source = np.block([[[np.asarray(b) for b in row] for row in channel] for channel in blocks])
+    image = resample_window(source[(slice(0, 3), *cut)], src_origin, window, factor)
     tile = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
     density = model.predict_tiles(tile, offset=(window[0], window[2]), extent=extent)[0]
     y0, x0 = core[0] - window[0], core[2] - window[2]
     crop = density[:, y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]]
     return crop.cpu().numpy().astype(dtype, copy=False)
+
+
+def _overlapping(bounds: np.ndarray, lo: int, hi: int) -> list[int]:
+    """Indices of the chunks (edges ``bounds``) that overlap ``[lo, hi)``; at least one."""
+    first = int(np.searchsorted(bounds, lo, side="right")) - 1
+    last = max(int(np.searchsorted(bounds, hi, side="left")) - 1, first)
+    return list(range(max(first, 0), min(last, len(bounds) - 2) + 1))
 
 
 def map_shape(image: ResolvedImage, microns_per_pixel: float) -> tuple[int, int, float]:
@@ -49,6 +57,10 @@ def lazy_dense_map(
         raise ValueError(f"tile_size and halo must be multiples of {_ALIGN}, got {tile_size} and {halo}.")
     height, width, factor = map_shape(image, model.microns_per_pixel)
     source = image.data.data
+    # Tasks take the source's blocks as delayed objects of one graph: slicing the dask array per tile would
+    # build its whole graph once per tile (seconds each for a lazily downsampled pyramid level).
+    blocks = source.to_delayed()
+    bounds = [np.cumsum((0, *c)) for c in source.chunks[1:]]
     model_key = dask.delayed(model, pure=True, traverse=False)
     n_genes = len(model.genes)
     rows = []
@@ -58,8 +70,14 @@ def lazy_dense_map(
             core = (y0, min(y0 + tile_size, height), x0, min(x0 + tile_size, width))
             window = (max(y0 - halo, 0), min(core[1] + halo, height), max(x0 - halo, 0), min(core[3] + halo, width))
             sy0, sy1, sx0, sx1 = source_box(window, factor, image.shape)
+            ys, xs = (_overlapping(b, lo, hi) for b, lo, hi in ((bounds[0], sy0, sy1), (bounds[1], sx0, sx1)))
+            grid = [[[blocks[c, i, j] for j in xs] for i in ys] for c in range(blocks.shape[0])]
+            cut = (
+                slice(sy0 - bounds[0][ys[0]], sy1 - bounds[0][ys[0]]),
+                slice(sx0 - bounds[1][xs[0]], sx1 - bounds[1][xs[0]]),
+            )
             task = dask.delayed(_predict_block, pure=True)(
-                model_key, source[:3, sy0:sy1, sx0:sx1], (sy0, sx0), window, core, factor, dtype, (height, width)
+                model_key, grid, cut, (sy0, sx0), window, core, factor, dtype, (height, width)
             )
             shape = (n_genes, core[1] - core[0], core[3] - core[2])
             row.append(da.from_delayed(task, shape=shape, dtype=dtype))

@@ -34,11 +34,13 @@ def _train(args: argparse.Namespace) -> None:
         image=args.image,
         table=args.table,
         n_top_genes=args.n_genes,
+        preset=args.preset,
         microns_per_pixel=args.microns_per_pixel,
         patch_size=args.patch_size,
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
         decoder_width=args.decoder_width,
+        output_stride=args.output_stride,
         freeze_encoder=args.freeze_encoder,
         method=args.method,
         epochs=args.epochs,
@@ -176,17 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--table", help="the measured table (default: the one annotating the shapes)")
     train.add_argument("--section", help="one section of a folder of legacy ST sections (default: all)")
     train.add_argument("--n-genes", type=int, default=250, help="top genes by mean expression (default: 250)")
-    train.add_argument("--microns-per-pixel", type=float, default=1.0, help="working resolution (default: 1.0)")
-    train.add_argument("--patch-size", type=int, default=256, help="training patch side, pixels (default: 256)")
-    train.add_argument("--encoder", default="resnet18", help="resnet18 or efficientnet_lite0 (default: resnet18)")
     train.add_argument(
-        "--encoder-weights", help="pretrained weights: 'ciga', 'imagenet' (efficientnet) or a file (default: none)"
+        "--preset",
+        default="auto",
+        choices=["auto", "cpu", "paper"],
+        help="the recipe the options below default to: cpu (frozen ImageNet EfficientNet-Lite0 at 4 µm/px), paper "
+        "(histology ResNet18 fine-tuned at 1 µm/px, for a GPU) or auto (paper with a GPU, else cpu; default)",
     )
-    train.add_argument("--decoder-width", type=int, default=512, help="deepest decoder channels (default: 512)")
-    train.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    train.add_argument("--epochs", type=int, default=20, help="default: 20")
-    train.add_argument("--batch-size", type=int, help="patches (PixNet, default 8) or spots (Image2Gene, default 64)")
-    train.add_argument("--learning-rate", type=float, default=5e-4, help="default: 5e-4")
+    train.add_argument("--microns-per-pixel", type=float, help="working resolution (default: the preset's)")
+    train.add_argument("--patch-size", type=int, help="training patch side, pixels (default: the preset's)")
+    train.add_argument("--encoder", help="resnet18 or efficientnet_lite0 (default: the preset's)")
+    train.add_argument(
+        "--encoder-weights", help="'random', 'ciga', 'imagenet' (efficientnet) or a file (default: the preset's)"
+    )
+    train.add_argument("--decoder-width", type=int, help="deepest decoder channels (default: the preset's)")
+    train.add_argument("--output-stride", type=int, choices=[1, 2, 4], help="decoder's last stride (default: preset)")
+    train.add_argument(
+        "--freeze-encoder", action=argparse.BooleanOptionalAction, help="train the decoder only (default: preset)"
+    )
+    train.add_argument("--epochs", type=int, help="default: the preset's")
+    train.add_argument(
+        "--batch-size", type=int, help="patches (PixNet, default: the preset's) or spots (Image2Gene, 64)"
+    )
+    train.add_argument("--learning-rate", type=float, help="default: the preset's")
     train.add_argument(
         "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"
     )

@@ -22,7 +22,7 @@ def gene_metrics(
     genes: list[str],
     sections: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Per-gene PCC, MSE and MAE, over all spots or per section.
+    """Per-gene PCC, MSE, MAE and calibration, over all spots or per section.
 
     Parameters
     ----------
@@ -36,7 +36,11 @@ def gene_metrics(
     Returns
     -------
     One row per section and gene: ``section``, ``gene``, ``pcc`` (NaN where either side is constant),
-    ``mse``, ``mae``, ``n_spots`` and ``constant``.
+    ``mse``, ``mae``, ``std_ratio`` (standard deviation of the predictions over that of the measurements: 1 when
+    the predictions have the measurements' spread, near 0 when they are compressed towards the mean),
+    ``slope`` (least-squares slope of measured on predicted: 1 when calibrated, above 1 when the predictions are
+    too compressed, below 1 when they overshoot; NaN where either side is constant), ``n_spots`` and
+    ``constant``.
 
     Examples
     --------
@@ -67,6 +71,7 @@ def gene_metrics(
                     "pcc": _pearson(p, m),
                     "mse": ((p - m) ** 2).mean(axis=0),
                     "mae": np.abs(p - m).mean(axis=0),
+                    **_calibration(p, m),
                     "n_spots": int(rows.sum()),
                     "constant": _constant(p) | _constant(m),
                 }
@@ -82,6 +87,16 @@ def _constant(values: np.ndarray) -> np.ndarray:
     return spread <= 1e-12 * np.maximum(np.abs(values).max(axis=0), 1.0)
 
 
+def _calibration(p: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
+    constant = _constant(p) | _constant(m)
+    p_std, m_std = p.std(axis=0), m.std(axis=0)
+    pc, mc = p - p.mean(axis=0), m - m.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(_constant(m), np.nan, p_std / m_std)
+        slope = np.where(constant, np.nan, (pc * mc).sum(axis=0) / (pc**2).sum(axis=0))
+    return {"std_ratio": ratio, "slope": slope}
+
+
 def _pearson(p: np.ndarray, m: np.ndarray) -> np.ndarray:
     pc, mc = p - p.mean(axis=0), m - m.mean(axis=0)
     denominator = np.sqrt((pc**2).sum(axis=0) * (mc**2).sum(axis=0))
@@ -92,7 +107,7 @@ def _pearson(p: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> pd.DataFrame:
-    """PCC@F (first quartile over genes), PCC@S (median), PCC@M (mean), mean MSE and MAE, per section.
+    """PCC@F (first quartile over genes), PCC@S (median), PCC@M (mean), mean MSE and MAE, calibration, per section.
 
     Parameters
     ----------
@@ -103,8 +118,10 @@ def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> p
 
     Returns
     -------
-    One row per section (index), columns ``pcc_f, pcc_s, pcc_m, mse, mae, n_spots, n_genes, n_constant``;
-    with more than one section, a last row ``"mean"`` averages the sections (each section counts once).
+    One row per section (index), columns ``pcc_f, pcc_s, pcc_m, mse, mae, std_ratio, slope, n_spots, n_genes,
+    n_constant``, where ``std_ratio`` and ``slope`` are the medians over genes of the per-gene values (see
+    :func:`gene_metrics`; constant genes left out); with more than one section, a last row ``"mean"`` averages
+    the sections (each section counts once).
 
     Examples
     --------
@@ -133,6 +150,8 @@ def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> p
             "pcc_m": pcc.mean() if pcc.size else np.nan,
             "mse": group["mse"].mean(),
             "mae": group["mae"].mean(),
+            "std_ratio": _median(group["std_ratio"]),
+            "slope": _median(group["slope"]),
             "n_spots": int(group["n_spots"].iloc[0]),
             "n_genes": len(group),
             "n_constant": int(group["constant"].sum()),
@@ -145,3 +164,9 @@ def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> p
         summary.loc["mean"] = mean
     summary.index.name = "section"
     return summary
+
+
+def _median(values: pd.Series) -> float:
+    finite = values.to_numpy(np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(np.median(finite)) if finite.size else np.nan

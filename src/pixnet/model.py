@@ -44,6 +44,9 @@ class PixNetConfig:
         on the batch or tile around it) or ``"batch"`` (how models saved before pixnet 0.2 were built).
     embedding_dim
         Length of the shape embedding trained by the auxiliary Image2Gene loss (0: none).
+    output_stride
+        Stride at which the decoder stops; the density is upsampled bilinearly from there (1: the paper's full
+        resolution; models saved before this option have 1).
 
     Examples
     --------
@@ -71,6 +74,7 @@ class PixNetConfig:
     decoder_width: int = 512
     decoder_norm: str = "channel"
     embedding_dim: int = 0
+    output_stride: int = 1
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -118,6 +122,7 @@ class PixNet(TrainedModel):
             config.decoder_norm,
             config.patch_size,
             config.embedding_dim,
+            config.output_stride,
         )
         return cls(network, config)
 

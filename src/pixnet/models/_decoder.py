@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NORMS", "PixNetDecoder"]
+__all__ = ["NORMS", "OUTPUT_STRIDES", "PixNetDecoder"]
 
 NORMS = ("channel", "batch")
+OUTPUT_STRIDES = (1, 2, 4)
 
 
 class ChannelNorm(nn.Module):
@@ -159,30 +160,43 @@ class DecoderStage(nn.Module):
 
 
 class PixNetDecoder(nn.Module):
-    """L - 1 = 4 stages from stride 32 to stride 2, then one bilinear stage to the input resolution.
+    """Decoder stages from stride 32 down to ``output_stride``.
 
-    Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use depth-to-space). ``norm`` is
-    the normalisation layer (see :func:`make_norm`).
+    With 1, L - 1 = 4 stages to stride 2, then one bilinear stage to the input resolution (the paper); with 4,
+    the three stages to stride 4. Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use
+    depth-to-space). ``norm`` is the normalisation layer (see :func:`make_norm`).
     """
 
     def __init__(
-        self, encoder_channels: tuple[int, ...], width: int = 512, n_deep: int = 2, norm: str = "channel"
+        self,
+        encoder_channels: tuple[int, ...],
+        width: int = 512,
+        n_deep: int = 2,
+        norm: str = "channel",
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
-        widths = [max(width // 2**i, 16) for i in range(len(encoder_channels))]
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}.")
+        n_stages = len(encoder_channels) - OUTPUT_STRIDES.index(output_stride)
+        widths = [max(width // 2**i, 16) for i in range(n_stages)]
         stages = []
         in_channels = encoder_channels[-1]
-        skips = [*encoder_channels[-2::-1], 0]  # stride 16, 8, 4, 2, then the input (no skip)
+        skips = [*encoder_channels[-2::-1], 0][:n_stages]  # stride 16, 8, 4, 2, then the input (no skip)
         for i, (skip, channels) in enumerate(zip(skips, widths, strict=True)):
             stages.append(DecoderStage(in_channels, skip, channels, deep=i < n_deep, norm=norm))
             in_channels = channels
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths[-1]
+        self.output_stride = output_stride
 
     def forward(self, features: list[torch.Tensor], size: tuple[int, int], window: int | None = None) -> torch.Tensor:
-        """Decode to ``size``; ``window`` is the attention window in input pixels (see :class:`LinearAttention`)."""
+        """Decode the pyramid of an input of ``size`` to ``size / output_stride``.
+
+        ``window`` is the attention window in input pixels (see :class:`LinearAttention`).
+        """
         x = features[-1]
-        skips = [*features[-2::-1], None]
+        skips = [*features[-2::-1], None][: len(self.stages)]
         for stage, skip in zip(self.stages, skips, strict=True):
             target = tuple(skip.shape[-2:] if skip is not None else size)
             stride = size[0] // target[0]

@@ -34,6 +34,9 @@ class PixNetNetwork(nn.Module):
     embedding_dim
         With ``> 0``, a linear projection of decoder features to an embedding of this length (for the auxiliary
         Image2Gene loss; see :meth:`forward`).
+    output_stride
+        1 (the paper): the decoder runs to the input resolution. 2 or 4: it stops at that stride and the
+        density is upsampled bilinearly to the input pixels (much cheaper; a spot still sums its own pixels).
 
     """
 
@@ -48,11 +51,14 @@ class PixNetNetwork(nn.Module):
         decoder_norm: str = "channel",
         attention_window: int | None = None,
         embedding_dim: int = 0,
+        output_stride: int = 1,
     ):
         super().__init__()
         self.attention_window = -(-attention_window // self.stride) * self.stride if attention_window else None
         self.encoder = encoder
-        self.decoder = PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm)
+        self.decoder = PixNetDecoder(
+            tuple(encoder.channels), decoder_width, norm=decoder_norm, output_stride=output_stride
+        )
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
         self.embedding = nn.Linear(self.decoder.out_channels, embedding_dim) if embedding_dim else None
         self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
@@ -85,10 +91,51 @@ class PixNetNetwork(nn.Module):
             x = F.pad(
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
-        features = self.encoder(x)
-        decoded = self.decoder(features, tuple(x.shape[-2:]), self.attention_window)
+        return self.decode(self.encoder(x), (height, width), at, with_embedding)
+
+    def decode(
+        self,
+        features: list[torch.Tensor],
+        size: tuple[int, int],
+        at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        with_embedding: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The density from the encoder pyramid of an input of ``size`` (before its padding); see :meth:`forward`.
+
+        Separate from the encoder so that training with a frozen encoder can reuse cached pyramids.
+        """
+        stride = self.decoder.output_stride
+        padded = tuple(level * 32 for level in features[-1].shape[-2:])
+        decoded = self.decoder(features, padded, self.attention_window)
+        if stride == 1:
+            if at is not None:
+                pixels = decoded[at[0], :, at[1], at[2]]
+                density = F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
+                return (density, self.embedding(pixels)) if with_embedding else density
+            return F.softplus(self.head(decoded))[..., : size[0], : size[1]]
+        if with_embedding:
+            raise ValueError("The auxiliary embedding needs output_stride=1.")
+        coarse = F.softplus(self.head(decoded))
         if at is not None:
-            pixels = decoded[at[0], :, at[1], at[2]]
-            density = F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
-            return (density, self.embedding(pixels)) if with_embedding else density
-        return F.softplus(self.head(decoded))[..., :height, :width]
+            return bilinear_at(coarse, stride, *at)
+        full = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
+        return full[..., : size[0], : size[1]]
+
+
+def _source_index(position: torch.Tensor, stride: int, length: int) -> tuple[torch.Tensor, ...]:
+    """Neighbours and weight along one axis, as ``F.interpolate(bilinear, align_corners=False)`` takes them."""
+    source = ((position.float() + 0.5) / stride - 0.5).clamp_min(0)
+    low = source.floor().long().clamp_max(length - 1)
+    return low, (low + 1).clamp_max(length - 1), (source - low).clamp(0, 1)
+
+
+def bilinear_at(
+    coarse: torch.Tensor, stride: int, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor
+) -> torch.Tensor:
+    """``coarse`` ``(B, C, h, w)`` upsampled bilinearly by ``stride``, at the given pixels only -> ``(N, C)``."""
+    y0, y1, wy = _source_index(row, stride, coarse.shape[-2])
+    x0, x1, wx = _source_index(col, stride, coarse.shape[-1])
+    wy, wx = wy[:, None].to(coarse.dtype), wx[:, None].to(coarse.dtype)
+    top = coarse[image, :, y0, x0] * (1 - wx) + coarse[image, :, y0, x1] * wx
+    bottom = coarse[image, :, y1, x0] * (1 - wx) + coarse[image, :, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy

@@ -1,12 +1,14 @@
 """Tools: training, prediction, aggregation and evaluation (functional API in the style of ``squidpy.tl``)."""
 
+from ..training.presets import PRESETS, TrainingPreset
 from ._baseline import predict_baseline, train_baseline
 from ._evaluate import evaluate
 from ._predict import aggregate, predict
-from ._train import DEFAULT_MICRONS_PER_PIXEL, train
+from ._train import train
 
 __all__ = [
-    "DEFAULT_MICRONS_PER_PIXEL",
+    "PRESETS",
+    "TrainingPreset",
     "aggregate",
     "evaluate",
     "predict",

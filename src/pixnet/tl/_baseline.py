@@ -16,8 +16,9 @@ from ..models import EncoderConfig
 from ..pp import Normalization, select_genes
 from ..training._data import build_section, section_crop
 from ..training._loop import resolve_device
+from ..training.presets import PRESETS
 from ._predict import _add_tables, _check_free, _shape_table
-from ._train import DEFAULT_MICRONS_PER_PIXEL, resolve_sections
+from ._train import resolve_sections
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,10 @@ def train_baseline(
     genes: list[str] | None = None,
     n_top_genes: int = 250,
     normalization: str | Normalization = "total_log",
-    microns_per_pixel: float = DEFAULT_MICRONS_PER_PIXEL,
-    patch_size: int = 256,
-    encoder: str = "resnet18",
-    encoder_weights: str | None = None,
+    microns_per_pixel: float = PRESETS["cpu"].microns_per_pixel,
+    patch_size: int = PRESETS["cpu"].patch_size,
+    encoder: str = PRESETS["cpu"].encoder,
+    encoder_weights: str | None = PRESETS["cpu"].encoder_weights,
     n_components: int = 256,
     k: int = 25,
     seed: int = 0,
@@ -62,7 +63,7 @@ def train_baseline(
         A PixNet model whose genes, normalisation, working resolution, patch size and encoder (its pretrained
         weights, not its fine-tuned ones) to share; these then override the arguments below.
     genes, n_top_genes, normalization, microns_per_pixel, patch_size, encoder, encoder_weights
-        As for :func:`pixnet.tl.train`.
+        As for :func:`pixnet.tl.train`; the defaults are its ``"cpu"`` preset's.
     n_components
         PCA components (HEST-Benchmark: 256; fewer when there are fewer spots).
     k

@@ -135,7 +135,7 @@ def evaluate(
     key_added: str | None = "pixnet_evaluation",
     per_gene: bool = False,
 ) -> pd.DataFrame:
-    """Compare predicted with measured expression: per-gene PCC, MSE and MAE, and PCC@F/S/M.
+    """Compare predicted with measured expression: per-gene PCC, MSE, MAE and calibration, and PCC@F/S/M.
 
     The measured counts are brought into the predictions' units first, with the normalisation the predicted
     table records (the model's; per-spot totals over all measured genes, scaled by the shape areas in
@@ -176,7 +176,9 @@ def evaluate(
     -------
     The summary: one row per section (``"pooled"`` in pooled mode; the sections and their ``"mean"`` per
     section) with columns ``pcc_f`` (first quartile of the per-gene PCC), ``pcc_s`` (median), ``pcc_m`` (mean),
-    ``mse``, ``mae`` (means over genes), ``n_spots``, ``n_genes`` and ``n_constant``. With ``per_gene=True``,
+    ``mse``, ``mae`` (means over genes), ``std_ratio`` and ``slope`` (calibration: medians over genes of the
+    predictions' spread relative to the measurements' and of the slope of measured on predicted; both 1 when
+    calibrated), ``n_spots``, ``n_genes`` and ``n_constant``. With ``per_gene=True``,
     one row per section and gene (see :func:`pixnet.metrics.gene_metrics`).
 
     Examples

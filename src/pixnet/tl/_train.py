@@ -18,14 +18,13 @@ from ..pp import Normalization, select_genes
 from ..training._data import build_section, split_by_region, split_by_section
 from ..training._image2gene import fit_image2gene
 from ..training._loop import TrainingConfig, fit
+from ..training.presets import TrainingPreset, resolve_preset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MICRONS_PER_PIXEL", "METHODS", "train"]
+__all__ = ["METHODS", "train"]
 
 METHODS = ("pixnet", "image2gene")
-
-DEFAULT_MICRONS_PER_PIXEL = 1.0
 
 
 def _per_section(value, n: int, what: str) -> list:
@@ -84,16 +83,18 @@ def train(
     genes: list[str] | None = None,
     n_top_genes: int = 250,
     normalization: str | Normalization = "total_log",
-    microns_per_pixel: float = DEFAULT_MICRONS_PER_PIXEL,
-    patch_size: int = 256,
-    encoder: str = "resnet18",
+    preset: str | TrainingPreset = "auto",
+    microns_per_pixel: float | None = None,
+    patch_size: int | None = None,
+    encoder: str | None = None,
     encoder_weights: str | Path | None = None,
-    decoder_width: int = 512,
-    freeze_encoder: bool = False,
-    epochs: int = 20,
+    decoder_width: int | None = None,
+    output_stride: int | None = None,
+    freeze_encoder: bool | None = None,
+    epochs: int | None = None,
     batch_size: int | None = None,
-    learning_rate: float = 5e-4,
-    weight_decay: float = 1e-4,
+    learning_rate: float | None = None,
+    weight_decay: float | None = None,
     pcc_weight: float = 0.5,
     image2gene_weight: float = 0.0,
     embedding_dim: int = 128,
@@ -145,20 +146,31 @@ def train(
     normalization
         Target normalisation, a :class:`~pixnet.pp.Normalization` or its method name (the paper: per-spot total,
         then log: ``"total_log"``).
+    preset
+        The recipe every setting below that is left at ``None`` comes from (see
+        :data:`pixnet.training.presets.PRESETS`): ``"cpu"`` (frozen ImageNet EfficientNet-Lite0 at 4 µm/px with
+        cached encoder pyramids, decoder to stride 4: minutes on a laptop), ``"paper"`` (the histology ResNet18
+        fine-tuned at 1 µm/px, full-resolution decoder: for a GPU) or ``"auto"`` (``"paper"`` when ``device``
+        is or finds a GPU, else ``"cpu"``), or a :class:`~pixnet.training.presets.TrainingPreset`.
     microns_per_pixel
         Working resolution; images are resampled from the best pyramid level.
     patch_size
         Patch side in working pixels (Image2Gene: the patch centred on each spot; for Visium spots at 4 µm/px,
         64 px = 256 µm).
     encoder, encoder_weights
-        See :func:`pixnet.models.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder).
+        See :func:`pixnet.models.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder,
+        ``"random"`` no pretrained weights).
     decoder_width
         Channels of the deepest decoder stage (the paper: 512).
+    output_stride
+        1 (the paper): the decoder runs to full resolution; 2 or 4: it stops at that stride and the density is
+        upsampled bilinearly (4-16x cheaper; the map keeps the working resolution).
     freeze_encoder
-        Train the decoder only (fast on CPU; use with pretrained weights).
+        Train the decoder only (fast on CPU; use with pretrained weights). The encoder's pyramids of every
+        section are then computed once per rotation / flip and reused by every epoch.
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation (paper defaults: lr 5e-4, weight decay 1e-4). ``batch_size`` counts patches for
-        PixNet (default 8) and spots for Image2Gene (default 64: its loss compares every pair of a batch).
+        PixNet and spots for Image2Gene (default 64: its loss compares every pair of a batch).
     pcc_weight
         Lambda in MSE + lambda * (1 - PCC) (PixNet).
     image2gene_weight
@@ -209,6 +221,20 @@ def train(
 
     """
     normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
+    recipe = resolve_preset(preset, device).updated(
+        microns_per_pixel=microns_per_pixel,
+        patch_size=patch_size,
+        encoder=encoder,
+        encoder_weights=None if encoder_weights is None else str(encoder_weights),
+        decoder_width=decoder_width,
+        output_stride=output_stride,
+        freeze_encoder=freeze_encoder,
+        epochs=epochs,
+        batch_size=batch_size if method == "pixnet" else None,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+    )
+    microns_per_pixel, patch_size, encoder = recipe.microns_per_pixel, recipe.patch_size, recipe.encoder
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     if weighting not in WEIGHTINGS:
@@ -273,24 +299,28 @@ def train(
         config = Image2GeneConfig(
             **shared, embedding_dim=embedding_dim, coordinates=coordinates, k=k, weighting=weighting, map_stride=stride
         )
-        model = Image2Gene.build(config, encoder_weights)
+        model = Image2Gene.build(config, recipe.encoder_weights)
         fit_model = fit_image2gene
     else:
         config = PixNetConfig(
-            **shared, decoder_width=int(decoder_width), embedding_dim=embedding_dim if image2gene_weight else 0
+            **shared,
+            decoder_width=int(recipe.decoder_width),
+            embedding_dim=embedding_dim if image2gene_weight else 0,
+            output_stride=int(recipe.output_stride),
         )
-        model = PixNet.build(config, encoder_weights)
+        model = PixNet.build(config, recipe.encoder_weights)
         fit_model = fit
     training = TrainingConfig(
-        epochs=epochs,
-        batch_size=batch_size or (64 if method == "image2gene" else 8),
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size if method == "pixnet" else batch_size or 64,
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
         pcc_weight=pcc_weight,
         image2gene_weight=image2gene_weight,
         patience=patience,
         augment=augment,
-        freeze_encoder=freeze_encoder,
+        freeze_encoder=recipe.freeze_encoder,
+        preset=recipe.name,
         seed=seed,
         device=device,
     )

@@ -158,16 +158,20 @@ class Patch:
     shapes: list[tuple[int, np.ndarray]]  # (shape-set index, shape indices)
 
 
-def sample_patches(sections: list[Section], patch_size: int, validation: bool, rng: np.random.Generator) -> list[Patch]:
+def sample_patches(
+    sections: list[Section], patch_size: int, validation: bool, rng: np.random.Generator, align: int = 1
+) -> list[Patch]:
     """Patches that supervise every shape of the split exactly once.
 
     A grid with a random offset takes the shapes that fall wholly inside one cell; each remaining shape
-    then anchors a patch placed at random around it, which also takes its uncovered neighbours.
+    then anchors a patch placed at random around it, which also takes its uncovered neighbours. With
+    ``align``, patches start on multiples of it and stay inside the image (``patch_size`` must be a multiple);
+    a shape that no such patch holds wholly is left out.
     """
     patches = []
     for si, section in enumerate(sections):
         height, width = section.image.shape[:2]
-        off_y, off_x = (int(v) for v in rng.integers(0, patch_size, 2))
+        off_y, off_x = (int(v) * align for v in rng.integers(0, patch_size // align, 2))
         grid: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
         leftovers = []
         for ki, s in enumerate(section.shape_sets):
@@ -186,7 +190,7 @@ def sample_patches(sections: list[Section], patch_size: int, validation: bool, r
         for (gy, gx), shapes in grid.items():
             patches.append(Patch(si, gy * patch_size - off_y, gx * patch_size - off_x, shapes))
         for ki, remaining in leftovers:
-            patches.extend(_anchor_patches(si, ki, section, remaining, patch_size, rng))
+            patches.extend(_anchor_patches(si, ki, section, remaining, patch_size, rng, align))
     return patches
 
 
@@ -201,7 +205,7 @@ def _group(gy: np.ndarray, gx: np.ndarray, members: np.ndarray):
     return [((int(gy[a]), int(gx[a])), members[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
-def _anchor_patches(si: int, ki: int, section: Section, remaining: np.ndarray, patch_size: int, rng):
+def _anchor_patches(si: int, ki: int, section: Section, remaining: np.ndarray, patch_size: int, rng, align: int):
     s = section.shape_sets[ki]
     height, width = section.image.shape[:2]
     remaining = remaining[rng.permutation(remaining.size)]
@@ -214,8 +218,11 @@ def _anchor_patches(si: int, ki: int, section: Section, remaining: np.ndarray, p
         if y1 - y0 > patch_size or x1 - x0 > patch_size:
             covered[i] = True  # larger than a patch: cannot be supervised at this patch size
             continue
-        py = _place(y0, y1, height, patch_size, rng)
-        px = _place(x0, x1, width, patch_size, rng)
+        py = _place(y0, y1, height, patch_size, rng, align)
+        px = _place(x0, x1, width, patch_size, rng, align)
+        if py is None or px is None:
+            covered[i] = True
+            continue
         b = s.bbox[remaining]
         inside = (
             ~covered & (b[:, 0] >= py) & (b[:, 1] <= py + patch_size) & (b[:, 2] >= px) & (b[:, 3] <= px + patch_size)
@@ -225,11 +232,17 @@ def _anchor_patches(si: int, ki: int, section: Section, remaining: np.ndarray, p
     return out
 
 
-def _place(lo: int, hi: int, extent: int, patch_size: int, rng) -> int:
-    """Random patch start so that [lo, hi) is inside, preferring to stay inside [0, extent)."""
+def _place(lo: int, hi: int, extent: int, patch_size: int, rng, align: int = 1) -> int | None:
+    """Random patch start so that [lo, hi) is inside, preferring to stay inside [0, extent).
+
+    With ``align`` > 1 the start is a multiple of it inside [0, extent), or ``None`` where there is none.
+    """
     first, last = hi - patch_size, lo
     if extent >= patch_size:
         first, last = max(first, 0), min(last, extent - patch_size)
+    if align > 1:
+        first, last = -(-first // align), last // align
+        return int(rng.integers(first, last + 1)) * align if last >= first and extent >= patch_size else None
     return int(rng.integers(first, last + 1)) if last >= first else int(lo)
 
 

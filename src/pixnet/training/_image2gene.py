@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 
 from ..baseline import spot_patches
 from ..image2gene import Image2Gene
+from ._augment import augment_images, draw_augmentations
 from ._data import Section
 from ._distributed import Distributed
-from ._loop import EpochTracker, TrainingConfig, _augment, _draw_augmentations, resolve_device
+from ._loop import EpochTracker, TrainingConfig, resolve_device
 from ._loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def fit_image2gene(
         for chosen in bar:
             images = spots.images(sections, chosen, model.config.patch_size)
             if config.augment:
-                images = _augment(images, _draw_augmentations(len(chosen), rng))
+                images = augment_images(images, draw_augmentations(len(chosen), rng))
             positions = torch.from_numpy(spots.positions[chosen]).to(device)
             embeddings = network(images.to(device), positions)
             loss = image2gene_loss(embeddings, torch.from_numpy(spots.targets[chosen]).to(device), moments)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import time
@@ -16,9 +17,11 @@ from tqdm.auto import tqdm
 
 from .._spans import span_pixels, span_sums
 from ..model import PixNet
+from ._augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
 from ._data import Batch, Section, make_batch, sample_patches
 from ._distributed import Distributed
 from ._loss import gene_moments, image2gene_loss, pixnet_loss
+from ._pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_image
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class TrainingConfig:
     patience: int = 5
     augment: bool = True
     freeze_encoder: bool = False
+    cache_pyramids: bool = True
+    preset: str = ""
     seed: int = 0
     device: str = "auto"
 
@@ -53,57 +58,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def _draw_augmentations(n: int, rng: np.random.Generator) -> list[tuple]:
-    """Per image: rot90 count, horizontal flip, brightness, contrast, saturation."""
-    return [(int(rng.integers(4)), bool(rng.integers(2)), *rng.uniform(0.92, 1.08, 3)) for _ in range(n)]
-
-
-def _augment(images: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
-    out = []
-    for image, (k, flip, brightness, contrast, saturation) in zip(images, ops, strict=True):
-        image = torch.rot90(image, k, dims=(-2, -1))
-        if flip:
-            image = image.flip(-1)
-        mean = image.mean()
-        image = (image - mean) * contrast + mean * brightness
-        gray = image.mean(dim=0, keepdim=True)
-        out.append(((image - gray) * saturation + gray).clamp(0, 1))
-    return torch.stack(out)
-
-
-def _undo(maps: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
-    restored = []
-    for density, (k, flip, *_) in zip(maps, ops, strict=True):
-        if flip:
-            density = density.flip(-1)
-        restored.append(torch.rot90(density, -k, dims=(-2, -1)))
-    return torch.stack(restored)
-
-
-def _augmented_positions(ops: list[tuple], size: int) -> torch.Tensor:
-    """Per image, the flat index each pixel of the original patch moved to under its rotation and flip."""
-    grid = torch.arange(size * size).view(size, size)
-    positions = []
-    for k, flip, *_ in ops:
-        moved = torch.rot90(grid, k, dims=(0, 1))
-        moved = moved.flip(-1) if flip else moved
-        position = torch.empty(size * size, dtype=torch.long)
-        position[moved.flatten()] = torch.arange(size * size)
-        positions.append(position)
-    return torch.stack(positions)
-
-
 def _predict_batch(
-    model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False
+    model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False, features=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eq. 9 sums of the (augmented) patches' maps over the batch's shapes, in the model's normalisation.
 
     Where the shapes cover less than half of the batch's pixels, the head runs only at their pixels (found in
     the augmented frame) instead of over whole maps that are then un-augmented. With ``embed``, also each
     shape's embedding: the mean of its pixels' projected decoder features (the auxiliary Image2Gene loss).
+    ``features``: the augmented patches' cached encoder pyramids (see :class:`PyramidCache`), decoded instead
+    of running the network on ``batch.images``.
     """
     device = batch.images.device
     network = network or model.network
+    if features is not None:
+        size = batch.images.shape[-2:]
+        network = functools.partial(_decode_cached, model.network, features, size)
     n_shapes = len(batch.targets)
     image, row, x, shape = span_pixels(batch.batch, batch.row, batch.x0, batch.x1, batch.shape)
     size = batch.images.shape[-1]
@@ -111,7 +81,7 @@ def _predict_batch(
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         if embed or 2 * image.numel() < batch.images[:, 0].numel():
             if ops is not None:
-                moved = _augmented_positions(ops, size).to(device)[image, row * size + x]
+                moved = augmented_positions(ops, size).to(device)[image, row * size + x]
                 row, x = moved // size, moved % size
             out = network(batch.images, at=(image, row, x), with_embedding=embed)
             density, pixels = out if embed else (out, None)
@@ -122,9 +92,15 @@ def _predict_batch(
         else:
             maps = network(batch.images)
             if ops is not None:
-                maps = _undo(maps, ops)
+                maps = undo_augmentation(maps, ops)
             sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, n_shapes)
     return model.normalization.transform(sums), embeddings
+
+
+def _decode_cached(network, features, size, images, at=None, with_embedding=False):
+    """``network(images, ...)`` for images whose encoder pyramids are already ``features``."""
+    del images
+    return network.decode(features, tuple(size), at, with_embedding)
 
 
 def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
@@ -220,7 +196,16 @@ def fit(
         network.set_initial_density(initial_density(model, sections))
     trained = group.wrap(network, device)
     moments = gene_moments(training_targets(sections)) if auxiliary else None
-    validation = sample_patches(sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1))
+    cache = None
+    if config.freeze_encoder and config.cache_pyramids and group.world == 1 and patch_size % ALIGN == 0:
+        for section in sections:
+            section.image = pad_image(section.image, patch_size)
+        variants = dihedral_variants(np.random.default_rng(config.seed + 2)) if config.augment else [IDENTITY]
+        cache = PyramidCache(network, sections, variants, device, progress)
+    align = ALIGN if cache is not None else 1
+    validation = sample_patches(
+        sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1), align=align
+    )
     has_validation = len(validation) > 0
     if has_validation and not tracker.resumed:  # the untrained baseline, so that history shows what training gained
         model.history.append({"epoch": 0, **evaluate(model, sections, validation, groups, config, device)})
@@ -230,20 +215,29 @@ def fit(
         network.train()
         if config.freeze_encoder:
             network.encoder.eval()  # frozen batch-norm statistics too
-        patches = sample_patches(sections, patch_size, validation=False, rng=rng)
+        patches = sample_patches(sections, patch_size, validation=False, rng=rng, align=align)
         order = rng.permutation(len(patches))
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
         totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         for chosen in bar:
-            ops = _draw_augmentations(len(chosen), rng) if config.augment else None  # drawn for the global batch
-            mine = group.share(list(range(len(chosen))))
-            batch = make_batch(sections, [patches[chosen[i]] for i in mine], patch_size, groups).to(device)
-            ops = [ops[i] for i in mine] if ops is not None else None
-            if ops is not None:
-                batch.images = _augment(batch.images, ops)
-            pred, embeddings = _predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary)
+            features = None
+            if cache is not None:
+                variant = rng.integers(len(cache.variants), size=len(chosen))
+                ops = [cache.variants[v] for v in variant] if config.augment else None
+                batch = make_batch(sections, [patches[i] for i in chosen], patch_size, groups).to(device)
+                features = cache.batch([patches[i] for i in chosen], variant, patch_size, device)
+            else:
+                ops = draw_augmentations(len(chosen), rng) if config.augment else None  # drawn for the global batch
+                mine = group.share(list(range(len(chosen))))
+                batch = make_batch(sections, [patches[chosen[i]] for i in mine], patch_size, groups).to(device)
+                ops = [ops[i] for i in mine] if ops is not None else None
+                if ops is not None:
+                    batch.images = augment_images(batch.images, ops)
+            pred, embeddings = _predict_batch(
+                model, batch, ops, amp, network=trained, embed=auxiliary, features=features
+            )
             targets = group.gather(batch.targets)
             loss, parts = pixnet_loss(group.gather(pred), targets, group.gather(batch.group), config.pcc_weight)
             if auxiliary:

@@ -1,0 +1,113 @@
+"""Named training recipes: the settings :func:`pixnet.tl.train` uses for every argument it is not given."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+__all__ = ["PRESETS", "TrainingPreset", "resolve_preset"]
+
+
+@dataclass(frozen=True)
+class TrainingPreset:
+    """One training recipe of PixNet.
+
+    Attributes
+    ----------
+    name
+        ``"cpu"`` or ``"paper"`` (see :data:`PRESETS`).
+    microns_per_pixel, patch_size
+        Working resolution and training patch side (pixels).
+    encoder, encoder_weights, freeze_encoder
+        The encoder (see :func:`pixnet.models.create_encoder`) and whether it is trained.
+    decoder_width, output_stride
+        Channels of the deepest decoder stage; the stride at which the decoder stops (the density is upsampled
+        bilinearly from there).
+    epochs, batch_size, learning_rate, weight_decay
+        Adam optimisation; ``batch_size`` counts patches.
+
+    Examples
+    --------
+    >>> from pixnet.training.presets import PRESETS
+    >>> PRESETS["cpu"].encoder, PRESETS["paper"].microns_per_pixel
+    ('efficientnet_lite0', 1.0)
+
+    """
+
+    name: str
+    microns_per_pixel: float
+    patch_size: int
+    encoder: str
+    encoder_weights: str
+    freeze_encoder: bool
+    decoder_width: int
+    output_stride: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 1e-4
+
+    def to_dict(self) -> dict:
+        """The settings as a dict."""
+        return asdict(self)
+
+    def updated(self, **settings) -> TrainingPreset:
+        """A copy with the settings that are not ``None`` replaced."""
+        return replace(self, **{k: v for k, v in settings.items() if v is not None})
+
+
+PRESETS = {
+    # Chosen in benchmarks/real_sections.py (leave-one-section-out on HER2ST and MOB; docs/evaluation.md): a
+    # frozen ImageNet encoder whose pyramids are computed once per section and rotation, a decoder that stops at
+    # stride 4; a HER2ST-sized job (4 sections, ~730 spots) trains in minutes on 2 CPU cores.
+    "cpu": TrainingPreset(
+        name="cpu",
+        microns_per_pixel=4.0,
+        patch_size=64,
+        encoder="efficientnet_lite0",
+        encoder_weights="imagenet",
+        freeze_encoder=True,
+        decoder_width=128,
+        output_stride=4,
+        epochs=12,
+        batch_size=16,
+        learning_rate=1e-3,
+    ),
+    # Zhang, Yang & Pan: the histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder of width 512,
+    # Adam lr 5e-4 / weight decay 1e-4. Hours per section on a CPU; meant for a GPU.
+    "paper": TrainingPreset(
+        name="paper",
+        microns_per_pixel=1.0,
+        patch_size=256,
+        encoder="resnet18",
+        encoder_weights="ciga",
+        freeze_encoder=False,
+        decoder_width=512,
+        output_stride=1,
+        epochs=20,
+        batch_size=8,
+        learning_rate=5e-4,
+    ),
+}
+"""The recipes by name: ``"cpu"`` (the default without a GPU) and ``"paper"`` (the default with one)."""
+
+
+def resolve_preset(preset: str | TrainingPreset, device: str | torch.device = "auto") -> TrainingPreset:
+    """The preset named ``preset`` (a :class:`TrainingPreset` is returned as it is).
+
+    ``"auto"`` is ``"paper"`` when ``device`` is (or, for ``"auto"``, finds) a GPU, else ``"cpu"``.
+    """
+    if isinstance(preset, TrainingPreset):
+        return preset
+    if preset == "auto":
+        if str(device) == "auto":
+            gpu = torch.cuda.is_available() or bool(
+                getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+            )
+        else:
+            gpu = torch.device(device).type in ("cuda", "mps")
+        return PRESETS["paper" if gpu else "cpu"]
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose 'auto' or one of {sorted(PRESETS)}.")
+    return PRESETS[preset]

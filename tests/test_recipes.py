@@ -1,0 +1,105 @@
+"""The CPU recipe: presets, the decoder's output stride, and cached encoder pyramids."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pixnet
+from pixnet.models import EncoderConfig, PixNetNetwork, create_encoder
+from pixnet.models.network import bilinear_at
+from pixnet.training._pyramids import ALIGN, dihedral_variants, pad_image, variant_box
+from pixnet.training.presets import PRESETS, TrainingPreset, resolve_preset
+
+
+def test_bilinear_at_the_pixels_equals_upsampling_the_whole_map():
+    coarse = torch.rand(2, 5, 4, 6)
+    for stride in (2, 4):
+        full = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
+        image = torch.randint(0, 2, (300,))
+        row, col = torch.randint(0, 4 * stride, (300,)), torch.randint(0, 6 * stride, (300,))
+        assert torch.allclose(bilinear_at(coarse, stride, image, row, col), full[image, :, row, col], atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_output_stride_keeps_the_input_size_and_the_pixel_path(stride):
+    torch.manual_seed(0)
+    encoder, config = create_encoder("resnet18")
+    network = PixNetNetwork(encoder, config, n_genes=3, decoder_width=32, output_stride=stride).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = network(images)
+        image, row, col = torch.tensor([0, 1, 1]), torch.tensor([0, 17, 63]), torch.tensor([5, 40, 63])
+        at = network(images, at=(image, row, col))
+    assert maps.shape == (2, 3, 64, 64) and (maps >= 0).all()
+    assert torch.allclose(at, maps[image, :, row, col], atol=1e-6)
+    stages = len(network.decoder.stages)
+    assert stages == {1: 5, 2: 4, 4: 3}[stride]
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("flip", [False, True])
+def test_variant_box_finds_the_rotated_patch(k, flip):
+    image = torch.arange(96 * 160).view(96, 160)  # every pixel its own value
+    moved = torch.rot90(image, k, dims=(0, 1))
+    moved = moved.flip(-1) if flip else moved
+    y0, x0, size = 32, 64, 32
+    patch = torch.rot90(image[y0 : y0 + size, x0 : x0 + size], k, dims=(0, 1))
+    patch = patch.flip(-1) if flip else patch
+    vy, vx = variant_box(y0, x0, size, (96, 160), k, flip)
+    assert vy % ALIGN == 0 and vx % ALIGN == 0
+    assert torch.equal(moved[vy : vy + size, vx : vx + size], patch)
+
+
+def test_pad_image_and_variants():
+    padded = pad_image(np.zeros((40, 70, 3), np.uint8), patch_size=128)
+    assert padded.shape == (128, 128, 3) and (padded[40:] == 255).all()
+    assert pad_image(np.zeros((40, 200, 3), np.uint8), 32).shape == (64, 224, 3)
+    variants = dihedral_variants(np.random.default_rng(0))
+    assert sorted((v[0], v[1]) for v in variants) == [(k, f) for k in range(4) for f in (False, True)]
+
+
+def test_presets_are_chosen_by_device_and_overridden_by_arguments():
+    assert resolve_preset("auto", "cpu").name == "cpu"
+    assert resolve_preset("auto", "cuda").name == "paper"
+    assert resolve_preset("paper").encoder_weights == "ciga"
+    assert PRESETS["cpu"].updated(epochs=3, patch_size=None).epochs == 3
+    custom = TrainingPreset(**{**PRESETS["cpu"].to_dict(), "name": "mine", "epochs": 1})
+    assert resolve_preset(custom) is custom
+    with pytest.raises(ValueError, match="Unknown preset"):
+        resolve_preset("gpu")
+
+
+@pytest.fixture(scope="module")
+def spots():
+    return pixnet.datasets.synthetic_spots("visium", size_um=1600, n_genes=8, seed=2)
+
+
+SMALL = {"preset": "cpu", "encoder": "resnet18", "encoder_weights": "random", "decoder_width": 32, "progress": False}
+
+
+def test_frozen_encoder_runs_once_per_section_and_variant(spots):
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: calls.append(1) if type(module).__name__.endswith("Pyramid") else None
+    )
+    try:
+        model = pixnet.tl.train(spots, epochs=3, n_top_genes=4, validation=None, **SMALL)
+    finally:
+        hook.remove()
+    training = model.config.training
+    assert training["preset"] == "cpu" and training["freeze_encoder"] and model.config.output_stride == 4
+    assert model.microns_per_pixel == 4.0 and len(model.history) == 3
+    assert len(calls) == 8  # one section, eight rotations / flips, whatever the number of epochs
+
+
+def test_cpu_recipe_learns_the_synthetic_tissue(spots):
+    model = pixnet.tl.train(spots, epochs=8, batch_size=2, n_top_genes=8, validation="region", **SMALL)
+    assert model.history[-1]["val_pcc"] > model.history[0]["val_pcc"] + 0.1
+
+
+def test_same_seed_same_cached_model(spots):
+    a, b = (pixnet.tl.train(spots, seed=3, epochs=1, n_top_genes=4, validation=None, **SMALL) for _ in range(2))
+    for (name, x), y in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert EncoderConfig.from_dict(a.config.encoder).weights == "random"

@@ -1,18 +1,20 @@
 """Leave-one-section-out on real sections: PixNet and Image2Gene against ridge, kNN and the training mean.
 
 Usage:
-    python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, default CPU budget
-    python benchmarks/real_sections.py --datasets her2st --epochs 20 --device cuda   # a larger budget
+    python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, the "cpu" preset
+    python benchmarks/real_sections.py --preset paper --device cuda   # the paper's recipe, on a GPU
     python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
     python benchmarks/real_sections.py --methods pixnet pixnet_i2g --baselines ridge  # the auxiliary loss
 
 For each held-out section, every method is trained on the other sections of its dataset with the same genes
 (the top ``--n-genes`` by mean over the training sections that the test section also measures), the same
 normalisation, working resolution and patch size, and the same frozen encoder weights for the baselines'
-features; it is then evaluated on the held-out spots with ``pixnet.tl.evaluate`` (pooled within the section;
-constant genes omitted). Sections of one dataset come from one patient (HER2ST C) or two animals (MOB), so this
-is a within-study generalisation test. Prints one table (method x section: PCC@F/S/M, MSE, MAE, spots, wall
-time) and the per-dataset mean; does not assert.
+features; the settings not given default to ``--preset`` (the library's presets, ``pixnet.tl.PRESETS``). Each is
+then evaluated on the held-out spots with ``pixnet.tl.evaluate`` (pooled within the section; constant genes
+omitted), with calibration (``std_ratio``, ``slope``: medians over genes). Sections of one dataset come from
+one patient (HER2ST C) or two animals (MOB), so this is a within-study generalisation test. Prints one table
+(method x section: PCC@F/S/M, the worst gene and the share of negative genes, MSE, MAE, calibration, spots, wall
+time), the per-dataset mean and PixNet's ratio to ridge; does not assert.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def shared_genes(train: list, test, n_genes: int) -> list[str]:
 def train_method(method: str, train: list, genes: list[str], args):
     """PixNet, PixNet with the auxiliary Image2Gene loss (``pixnet_i2g``) or Image2Gene, with the shared settings."""
     common = {
+        "preset": args.preset,
         "genes": genes,
         "microns_per_pixel": args.microns_per_pixel,
         "patch_size": args.patch_size,
@@ -78,15 +81,19 @@ def train_method(method: str, train: list, genes: list[str], args):
             map_stride=args.i2g_map_stride,
             **common,
         )
-    return pixnet.tl.train(
+    model = pixnet.tl.train(
         train,
         decoder_width=args.decoder_width,
+        output_stride=args.output_stride,
         epochs=args.epochs,
         batch_size=args.batch_size,
         pcc_weight=args.pcc_weight,
         image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
         **common,
     )
+    if args.dihedral_average is not None:
+        model.config.dihedral_average = args.dihedral_average
+    return model
 
 
 def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict]:
@@ -117,7 +124,11 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
         timings[method] = time.perf_counter() - started
     for method, seconds in timings.items():
         summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
-        rows.append({"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], "seconds": seconds})
+        pcc = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]["pcc"].dropna()
+        tail = {"pcc_min": pcc.min(), "neg": (pcc < 0).mean()}  # the worst gene, the share of genes below 0
+        rows.append(
+            {"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], **tail, "seconds": seconds}
+        )
     if args.plots is not None and "pixnet" in models:
         save_plots(test, spots, models["pixnet"], list(timings), args.plots / f"{dataset}_{test_name}")
     for name in [n for n, t in test.tables.items() if "pixnet" in t.uns]:  # the next fold trains on this section
@@ -154,16 +165,25 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", help="hold out only these sections (default: each in turn)")
     parser.add_argument("--test-section", type=Path, help="a folder with one section of a supported format")
     parser.add_argument("--n-genes", type=int, default=250)
-    parser.add_argument("--microns-per-pixel", type=float, default=4.0)
-    parser.add_argument("--patch-size", type=int, default=64)
-    parser.add_argument("--encoder", default="efficientnet_lite0")
-    parser.add_argument("--encoder-weights", default="imagenet")
-    parser.add_argument("--decoder-width", type=int, default=128)
-    parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--preset", default="cpu", choices=["cpu", "paper"], help="the recipe the settings below default to"
+    )
+    parser.add_argument("--microns-per-pixel", type=float, help="default: the preset's")
+    parser.add_argument("--patch-size", type=int, help="default: the preset's")
+    parser.add_argument("--encoder", help="default: the preset's")
+    parser.add_argument("--encoder-weights", help="default: the preset's")
+    parser.add_argument("--decoder-width", type=int, help="default: the preset's")
+    parser.add_argument("--output-stride", type=int, choices=[1, 2, 4], help="default: the preset's")
+    parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, help="default: the preset's")
+    parser.add_argument("--epochs", type=int, help="PixNet's; default: the preset's")
+    parser.add_argument("--batch-size", type=int, help="PixNet's, patches; default: the preset's")
+    parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--pcc-weight", type=float, default=0.5)
+    parser.add_argument(
+        "--dihedral-average",
+        action=argparse.BooleanOptionalAction,
+        help="PixNet predicts each tile in 8 rotations / flips and averages (default: the preset's)",
+    )
     parser.add_argument("--validation", choices=["region", "none"], default="none")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument(
@@ -214,14 +234,18 @@ def main() -> None:
     means["section"] = "mean"
     table = pd.concat([table, means], ignore_index=True)
     table = table.sort_values(["dataset", "section", "method"], key=lambda c: c.map(_order), kind="stable")
-    columns = ["dataset", "section", "method", "pcc_f", "pcc_s", "pcc_m", "mse", "mae", "n_spots", "seconds"]
+    columns = ["dataset", "section", "method", "pcc_f", "pcc_s", "pcc_m", "pcc_min", "neg", "mse", "mae"]
+    columns += ["std_ratio", "slope", "n_spots", "seconds"]
     pd.set_option("display.width", 200)
     settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out", "plots")}
+    settings["preset_settings"] = pixnet.tl.PRESETS[args.preset].to_dict()
     print(f"\nsettings: {settings}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("pcc_min: the worst gene's PCC; neg: the share of genes with PCC < 0; std_ratio, slope: medians over genes")
     for method in args.methods:
         wins, folds = _wins(table, method)
-        print(f"{method} PCC@M above ridge on {wins} of {folds} held-out sections")
+        ratios = _ratios(table, method)
+        print(f"{method} PCC@M above ridge on {wins} of {folds} held-out sections; PCC@M / ridge's: {ratios}")
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.out:
         table.to_csv(args.out, index=False)
@@ -229,6 +253,14 @@ def main() -> None:
 
 def _order(value):
     return (1, value) if value == "mean" else (0, value)
+
+
+def _ratios(table: pd.DataFrame, method: str) -> str:
+    """PCC@M of ``method`` over ridge's, on each dataset's mean."""
+    means = table[table["section"] == "mean"].pivot_table(index="dataset", columns="method", values="pcc_m")
+    if "ridge" not in means:
+        return "no ridge"
+    return ", ".join(f"{d} {means.loc[d, method] / means.loc[d, 'ridge']:.2f}x" for d in means.index)
 
 
 def _wins(table: pd.DataFrame, method: str) -> tuple[int, int]:

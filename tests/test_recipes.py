@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import pixnet
 from pixnet.models import EncoderConfig, PixNetNetwork, create_encoder
-from pixnet.models.network import bilinear_at
+from pixnet.models.network import bilinear_at, bilinear_sums
 from pixnet.training._pyramids import ALIGN, dihedral_variants, pad_image, variant_box
 from pixnet.training.presets import PRESETS, TrainingPreset, resolve_preset
 
@@ -103,3 +103,41 @@ def test_same_seed_same_cached_model(spots):
     for (name, x), y in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
     assert EncoderConfig.from_dict(a.config.encoder).weights == "random"
+
+
+def test_dihedral_average_is_equivariant_to_rotations_and_flips():
+    config = pixnet.model.PixNetConfig(
+        genes=["a", "b"],
+        gene_selection={"method": "list", "params": {}},
+        normalization=pixnet.pp.Normalization("total_log").to_dict(),
+        microns_per_pixel=4.0,
+        patch_size=64,
+        encoder=EncoderConfig("resnet18").to_dict(),
+        decoder_width=16,
+        output_stride=4,
+    )
+    torch.manual_seed(0)
+    model = pixnet.model.PixNet.build(config)
+    tile = torch.rand(1, 3, 64, 64)
+    plain = model.predict_tiles(tile)
+    assert not torch.allclose(torch.rot90(plain, 1, dims=(-2, -1)), model.predict_tiles(torch.rot90(tile, 1, (-2, -1))))
+    model.config.dihedral_average = True
+    averaged = model.predict_tiles(tile)
+    for turned, expected in (
+        (torch.rot90(tile, 1, (-2, -1)), torch.rot90(averaged, 1, (-2, -1))),
+        (tile.flip(-1), averaged.flip(-1)),
+    ):
+        assert torch.allclose(model.predict_tiles(turned), expected, atol=1e-5)
+
+
+def test_bilinear_sums_equal_summing_the_upsampled_map():
+    coarse = torch.rand(2, 3, 4, 5, requires_grad=True)
+    image, row, col = torch.randint(0, 2, (500,)), torch.randint(0, 16, (500,)), torch.randint(0, 20, (500,))
+    shape = torch.randint(0, 7, (500,))
+    full = F.interpolate(coarse, scale_factor=4, mode="bilinear", align_corners=False)
+    expected = torch.zeros(7, 3).index_add_(0, shape, full[image, :, row, col])
+    got = bilinear_sums(coarse, 4, image, row, col, shape, 7)
+    assert torch.allclose(got, expected, atol=1e-5)
+    (grad,) = torch.autograd.grad(got.sum(), coarse)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), coarse)
+    assert torch.allclose(grad, expected_grad, atol=1e-5)

@@ -99,7 +99,7 @@ def run_demo(
     echo(f"4/4 Wrote the SpatialData store {store} and figures:")
     for path in figures.values():
         echo(f"    {path}")
-    columns = ["pcc_f", "pcc_s", "pcc_m", "mse", "mae", "n_spots", "n_genes"]
+    columns = ["pcc_f", "pcc_s", "pcc_m", "mse", "mae", "std_ratio", "slope", "n_spots", "n_genes"]
     echo("\nPredicted 2 µm bins against:")
     echo(summary[columns].to_string(float_format=lambda v: f"{v:.3f}"))
     echo(f"\nDone in {time.perf_counter() - started:.0f} s.")

@@ -47,6 +47,9 @@ class PixNetConfig:
     output_stride
         Stride at which the decoder stops; the density is upsampled bilinearly from there (1: the paper's full
         resolution; models saved before this option have 1).
+    dihedral_average
+        Predict each tile in its eight rotations and flips and average the maps, rotated back (8x the
+        prediction cost). A prediction setting: it can be changed on a trained model's config.
 
     Examples
     --------
@@ -75,6 +78,7 @@ class PixNetConfig:
     decoder_norm: str = "channel"
     embedding_dim: int = 0
     output_stride: int = 1
+    dihedral_average: bool = False
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -140,7 +144,8 @@ class PixNet(TrainedModel):
         """Dense maps of RGB tiles.
 
         The decoder's attention sees, around each pixel, a window of one training patch, so a tile of any size
-        gives every pixel the context a training patch gave it.
+        gives every pixel the context a training patch gave it. With ``config.dihedral_average``, the maps of
+        the tile's eight rotations and flips are averaged.
 
         Parameters
         ----------
@@ -159,8 +164,18 @@ class PixNet(TrainedModel):
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         self.network.eval()
         device = self.device
+        x = x.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return self.network(x.to(device)).float()
+            if not self.config.dihedral_average:
+                return self.network(x).float()
+            total = None
+            for k in range(4):
+                for flip in (False, True):
+                    turned = torch.rot90(x, k, dims=(-2, -1))
+                    density = self.network(turned.flip(-1) if flip else turned).float()
+                    density = torch.rot90(density.flip(-1) if flip else density, -k, dims=(-2, -1))
+                    total = density if total is None else total + density
+            return total / 8
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

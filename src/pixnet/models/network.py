@@ -76,6 +76,7 @@ class PixNetNetwork(nn.Module):
         images: torch.Tensor,
         at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         with_embedding: bool = False,
+        sum_by: tuple[torch.Tensor, int] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
 
@@ -83,6 +84,8 @@ class PixNetNetwork(nn.Module):
         training supervises only the pixels inside spots, often a small part of a patch, and the head is the
         most expensive layer. ``with_embedding`` also returns those pixels' projected decoder features
         ``(N, embedding_dim)`` (linear, so their mean over a shape is the projection of its mean features).
+        ``sum_by = (shape, n_shapes)``, the shape of each pixel of ``at``: the sums over each shape's pixels
+        instead, ``(n_shapes, n_genes)`` (with ``output_stride`` > 1, from the coarse map directly).
         """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
@@ -91,7 +94,7 @@ class PixNetNetwork(nn.Module):
             x = F.pad(
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
-        return self.decode(self.encoder(x), (height, width), at, with_embedding)
+        return self.decode(self.encoder(x), (height, width), at, with_embedding, sum_by)
 
     def decode(
         self,
@@ -99,6 +102,7 @@ class PixNetNetwork(nn.Module):
         size: tuple[int, int],
         at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         with_embedding: bool = False,
+        sum_by: tuple[torch.Tensor, int] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The density from the encoder pyramid of an input of ``size`` (before its padding); see :meth:`forward`.
 
@@ -107,16 +111,21 @@ class PixNetNetwork(nn.Module):
         stride = self.decoder.output_stride
         padded = tuple(level * 32 for level in features[-1].shape[-2:])
         decoded = self.decoder(features, padded, self.attention_window)
+        if with_embedding and (stride != 1 or sum_by is not None):
+            raise ValueError("The auxiliary embedding needs output_stride=1 and per-pixel output.")
         if stride == 1:
             if at is not None:
                 pixels = decoded[at[0], :, at[1], at[2]]
                 density = F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
+                if sum_by is not None:
+                    sums = torch.zeros(sum_by[1], density.shape[1], device=density.device, dtype=torch.float32)
+                    return sums.index_add_(0, sum_by[0], density.float())
                 return (density, self.embedding(pixels)) if with_embedding else density
             return F.softplus(self.head(decoded))[..., : size[0], : size[1]]
-        if with_embedding:
-            raise ValueError("The auxiliary embedding needs output_stride=1.")
         coarse = F.softplus(self.head(decoded))
         if at is not None:
+            if sum_by is not None:
+                return bilinear_sums(coarse, stride, *at, *sum_by)
             return bilinear_at(coarse, stride, *at)
         full = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
         return full[..., : size[0], : size[1]]
@@ -127,6 +136,30 @@ def _source_index(position: torch.Tensor, stride: int, length: int) -> tuple[tor
     source = ((position.float() + 0.5) / stride - 0.5).clamp_min(0)
     low = source.floor().long().clamp_max(length - 1)
     return low, (low + 1).clamp_max(length - 1), (source - low).clamp(0, 1)
+
+
+def bilinear_sums(
+    coarse: torch.Tensor,
+    stride: int,
+    image: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    shape: torch.Tensor,
+    n_shapes: int,
+) -> torch.Tensor:
+    """Per-shape sums of :func:`bilinear_at` over the shapes' pixels, ``(n_shapes, C)``, as one sparse product.
+
+    Each shape's sum is a weighted sum of the coarse cells its pixels interpolate from; gathering every pixel's
+    four neighbours instead makes a backward pass that scatters millions of values on a CPU.
+    """
+    b, c, h, w = coarse.shape
+    y0, y1, wy = _source_index(row, stride, h)
+    x0, x1, wx = _source_index(col, stride, w)
+    cells = torch.cat([(image * h + y) * w + x for y in (y0, y1) for x in (x0, x1)])
+    weights = torch.cat([a * bx for a in (1 - wy, wy) for bx in (1 - wx, wx)])
+    index = torch.stack([shape.repeat(4), cells])
+    matrix = torch.sparse_coo_tensor(index, weights.float(), (n_shapes, b * h * w)).coalesce()
+    return torch.sparse.mm(matrix, coarse.float().permute(0, 2, 3, 1).reshape(b * h * w, c))
 
 
 def bilinear_at(

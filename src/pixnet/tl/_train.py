@@ -307,6 +307,7 @@ def train(
             decoder_width=int(recipe.decoder_width),
             embedding_dim=embedding_dim if image2gene_weight else 0,
             output_stride=int(recipe.output_stride),
+            dihedral_average=recipe.dihedral_average,
         )
         model = PixNet.build(config, recipe.encoder_weights)
         fit_model = fit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -37,12 +39,14 @@ def undo_augmentation(maps: torch.Tensor, ops: list[tuple]) -> torch.Tensor:
 
 def augmented_positions(ops: list[tuple], size: int) -> torch.Tensor:
     """Per image, the flat index each pixel of the original patch moved to under its rotation and flip."""
+    return torch.stack([_moved_to(int(k), bool(flip), size) for k, flip, *_ in ops])
+
+
+@functools.lru_cache(maxsize=64)
+def _moved_to(k: int, flip: bool, size: int) -> torch.Tensor:
     grid = torch.arange(size * size).view(size, size)
-    positions = []
-    for k, flip, *_ in ops:
-        moved = torch.rot90(grid, k, dims=(0, 1))
-        moved = moved.flip(-1) if flip else moved
-        position = torch.empty(size * size, dtype=torch.long)
-        position[moved.flatten()] = torch.arange(size * size)
-        positions.append(position)
-    return torch.stack(positions)
+    moved = torch.rot90(grid, k, dims=(0, 1))
+    moved = moved.flip(-1) if flip else moved
+    position = torch.empty(size * size, dtype=torch.long)
+    position[moved.flatten()] = torch.arange(size * size)
+    return position

@@ -83,9 +83,11 @@ def _predict_batch(
             if ops is not None:
                 moved = augmented_positions(ops, size).to(device)[image, row * size + x]
                 row, x = moved // size, moved % size
-            out = network(batch.images, at=(image, row, x), with_embedding=embed)
-            density, pixels = out if embed else (out, None)
-            sums = torch.zeros(n_shapes, density.shape[1], device=device).index_add_(0, shape, density.float())
+            if embed:
+                density, pixels = network(batch.images, at=(image, row, x), with_embedding=True)
+                sums = torch.zeros(n_shapes, density.shape[1], device=device).index_add_(0, shape, density.float())
+            else:
+                sums = network(batch.images, at=(image, row, x), sum_by=(shape, n_shapes))
             if embed:
                 embeddings = torch.zeros(n_shapes, pixels.shape[1], device=device).index_add_(0, shape, pixels.float())
                 embeddings = embeddings / torch.bincount(shape, minlength=n_shapes).clamp_min(1)[:, None]
@@ -97,10 +99,10 @@ def _predict_batch(
     return model.normalization.transform(sums), embeddings
 
 
-def _decode_cached(network, features, size, images, at=None, with_embedding=False):
+def _decode_cached(network, features, size, images, at=None, with_embedding=False, sum_by=None):
     """``network(images, ...)`` for images whose encoder pyramids are already ``features``."""
     del images
-    return network.decode(features, tuple(size), at, with_embedding)
+    return network.decode(features, tuple(size), at, with_embedding, sum_by)
 
 
 def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:

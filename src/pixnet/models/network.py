@@ -158,7 +158,8 @@ def bilinear_sums(
     cells = torch.cat([(image * h + y) * w + x for y in (y0, y1) for x in (x0, x1)])
     weights = torch.cat([a * bx for a in (1 - wy, wy) for bx in (1 - wx, wx)])
     index = torch.stack([shape.repeat(4), cells])
-    matrix = torch.sparse_coo_tensor(index, weights.float(), (n_shapes, b * h * w)).coalesce()
+    matrix = torch.sparse_coo_tensor(index, weights.float(), (n_shapes, b * h * w), check_invariants=False)
+    matrix = matrix.coalesce()
     return torch.sparse.mm(matrix, coarse.float().permute(0, 2, 3, 1).reshape(b * h * w, c))
 
 

@@ -210,7 +210,7 @@ def fit(
     )
     has_validation = len(validation) > 0
     if has_validation and not tracker.resumed:  # the untrained baseline, so that history shows what training gained
-        model.history.append({"epoch": 0, **evaluate(model, sections, validation, groups, config, device)})
+        model.history.append({"epoch": 0, **evaluate(model, sections, validation, groups, config, device, cache)})
 
     for epoch in range(tracker.start_epoch, config.epochs):
         started = time.perf_counter()
@@ -264,7 +264,7 @@ def fit(
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         if has_validation:
-            record.update(evaluate(model, sections, validation, groups, config, device))
+            record.update(evaluate(model, sections, validation, groups, config, device, cache))
         record["seconds"] = round(time.perf_counter() - started, 2)
         stop = tracker.end_epoch(record, write_checkpoint=group.is_main)
         group.barrier()
@@ -275,13 +275,20 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: PixNet, sections, patches, groups, config: TrainingConfig, device) -> dict:
-    """Validation loss and mean per-gene PCC (per shape set over all its held-out shapes, then averaged)."""
+def evaluate(model: PixNet, sections, patches, groups, config: TrainingConfig, device, cache=None) -> dict:
+    """Validation loss and mean per-gene PCC (per shape set over all its held-out shapes, then averaged).
+
+    With ``cache``, patches are decoded from their cached pyramids (variant 0, unaugmented): the section
+    around a patch is its context in training and in prediction, so an isolated patch would not match.
+    """
     model.network.eval()
     preds, targets, group_ids = [], [], []
+    size = model.config.patch_size
     for i in range(0, len(patches), config.batch_size):
-        batch = make_batch(sections, patches[i : i + config.batch_size], model.config.patch_size, groups).to(device)
-        preds.append(_predict_batch(model, batch, amp=device.type == "cuda")[0])
+        chosen = patches[i : i + config.batch_size]
+        batch = make_batch(sections, chosen, size, groups).to(device)
+        features = None if cache is None else cache.batch(chosen, [0] * len(chosen), size, device)
+        preds.append(_predict_batch(model, batch, amp=device.type == "cuda", features=features)[0])
         targets.append(batch.targets)
         group_ids.append(batch.group)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)

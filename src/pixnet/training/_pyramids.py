@@ -85,8 +85,11 @@ class PyramidCache:
 
 
 def dihedral_variants(rng: np.random.Generator) -> list[tuple]:
-    """The eight rotations and flips, each with a colour jitter drawn as :func:`draw_augmentations` draws it."""
-    return [(k, flip, *rng.uniform(0.92, 1.08, 3)) for k in range(4) for flip in (False, True)]
+    """The eight rotations and flips: the image as it is first, then seven with a colour jitter drawn as
+    :func:`draw_augmentations` draws it.
+    """
+    turned = [(k, flip, *rng.uniform(0.92, 1.08, 3)) for k in range(4) for flip in (False, True)]
+    return [IDENTITY, *turned[1:]]
 
 
 def pad_image(image: np.ndarray, patch_size: int) -> np.ndarray:

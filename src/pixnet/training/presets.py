@@ -74,7 +74,7 @@ PRESETS = {
         freeze_encoder=True,
         decoder_width=128,
         output_stride=4,
-        epochs=12,
+        epochs=20,
         batch_size=16,
         learning_rate=1e-3,
     ),
@@ -101,6 +101,15 @@ def resolve_preset(preset: str | TrainingPreset, device: str | torch.device = "a
     """The preset named ``preset`` (a :class:`TrainingPreset` is returned as it is).
 
     ``"auto"`` is ``"paper"`` when ``device`` is (or, for ``"auto"``, finds) a GPU, else ``"cpu"``.
+
+    Examples
+    --------
+    >>> from pixnet.training.presets import resolve_preset
+    >>> resolve_preset("auto", device="cpu").name
+    'cpu'
+    >>> resolve_preset("cpu").updated(epochs=5).epochs
+    5
+
     """
     if isinstance(preset, TrainingPreset):
         return preset

@@ -94,12 +94,16 @@ def test_frozen_encoder_runs_once_per_section_and_variant(spots):
 
 
 def test_cpu_recipe_fits_the_training_spots(spots):
-    # the preset as it is (frozen ImageNet EfficientNet-Lite0), only shorter; held-out sections are the
-    # benchmark's job (benchmarks/real_sections.py)
-    model = pixnet.tl.train(spots, epochs=6, batch_size=4, n_top_genes=8, validation=None, progress=False)
+    # the preset as it is (frozen ImageNet EfficientNet-Lite0), only shorter, read out through the dense map;
+    # held-out sections are the benchmark's job (benchmarks/real_sections.py)
+    settings = {"batch_size": 4, "n_top_genes": 8, "validation": None, "progress": False}
+    scores = {}
+    for epochs in (0, 10):
+        model = pixnet.tl.train(spots, epochs=epochs, **settings)
+        pixnet.tl.predict(spots, "synthetic_visium_spots", model, key_added=f"e{epochs}", tile_size=256, progress=False)
+        scores[epochs] = pixnet.tl.evaluate(spots, f"e{epochs}_synthetic_visium_spots").loc["pooled", "pcc_m"]
     assert model.config.encoder["weights"] == "imagenet" and model.config.output_stride == 4
-    first, last = model.history[0], model.history[-1]
-    assert last["train_pcc"] > first["train_pcc"] + 0.05 and last["train_loss"] < first["train_loss"]
+    assert scores[10] > scores[0] + 0.1, scores
 
 
 def test_same_seed_same_cached_model(spots):

@@ -119,9 +119,9 @@ def summarize_metrics(per_gene: pd.DataFrame, constant_genes: str = "omit") -> p
     Returns
     -------
     One row per section (index), columns ``pcc_f``, ``pcc_s``, ``pcc_m``, ``mse``, ``mae``, ``std_ratio``,
-    ``slope``, ``n_spots``, ``n_genes`` and ``n_constant``, where ``std_ratio`` and ``slope`` are the medians over genes of the per-gene values (see
-    :func:`gene_metrics`; constant genes left out); with more than one section, a last row ``"mean"`` averages
-    the sections (each section counts once).
+    ``slope``, ``n_spots``, ``n_genes`` and ``n_constant``, where ``std_ratio`` and ``slope`` are the medians
+    over genes of the per-gene values (see :func:`gene_metrics`; constant genes left out); with more than one
+    section, a last row ``"mean"`` averages the sections (each section counts once).
 
     Examples
     --------

@@ -85,8 +85,9 @@ class PyramidCache:
 
 
 def dihedral_variants(rng: np.random.Generator) -> list[tuple]:
-    """The eight rotations and flips: the image as it is first, then seven with a colour jitter drawn as
-    :func:`draw_augmentations` draws it.
+    """The eight rotations and flips: the image as it is, then seven, each with a colour jitter.
+
+    The jitter is drawn as the training loop's augmentation draws it.
     """
     turned = [(k, flip, *rng.uniform(0.92, 1.08, 3)) for k in range(4) for flip in (False, True)]
     return [IDENTITY, *turned[1:]]

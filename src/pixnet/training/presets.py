@@ -74,7 +74,7 @@ PRESETS = {
         freeze_encoder=True,
         decoder_width=128,
         output_stride=4,
-        epochs=20,
+        epochs=12,
         batch_size=16,
         learning_rate=1e-3,
     ),

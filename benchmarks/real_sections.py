@@ -4,7 +4,7 @@ Usage:
     python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, the "cpu" preset
     python benchmarks/real_sections.py --preset paper --device cuda   # the paper's recipe, on a GPU
     python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
-    python benchmarks/real_sections.py --methods pixnet pixnet_i2g --baselines ridge  # the auxiliary loss
+    python benchmarks/real_sections.py --methods pixnet pixnet_i2g --baselines ridge --output-stride 1  # auxiliary loss
 
 For each held-out section, every method is trained on the other sections of its dataset with the same genes
 (the top ``--n-genes`` by mean over the training sections that the test section also measures), the same

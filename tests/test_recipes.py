@@ -149,3 +149,8 @@ def test_bilinear_sums_equal_summing_the_upsampled_map():
     (grad,) = torch.autograd.grad(got.sum(), coarse)
     (expected_grad,) = torch.autograd.grad(expected.sum(), coarse)
     assert torch.allclose(grad, expected_grad, atol=1e-5)
+
+
+def test_auxiliary_loss_needs_the_full_resolution_decoder(spots):
+    with pytest.raises(ValueError, match="needs output_stride=1"):
+        pixnet.tl.train(spots, preset="cpu", image2gene_weight=0.5, progress=False)

@@ -241,6 +241,11 @@ def train(
         raise ValueError(f"Unknown kNN weighting {weighting!r}; choose one of {WEIGHTINGS}.")
     if image2gene_weight and method != "pixnet":
         raise ValueError("image2gene_weight= adds the Image2Gene loss to PixNet's; it needs method='pixnet'.")
+    if image2gene_weight and recipe.output_stride != 1:
+        raise ValueError(
+            f"image2gene_weight= embeds each shape's full-resolution decoder features; it needs output_stride=1 "
+            f"(the {recipe.name!r} preset has {recipe.output_stride})."
+        )
     if validation not in ("region", "section", None):
         raise ValueError(f"validation must be 'region', 'section' or None, got {validation!r}.")
     if not 0 < validation_fraction < 1:

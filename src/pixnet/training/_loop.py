@@ -72,8 +72,7 @@ def _predict_batch(
     device = batch.images.device
     network = network or model.network
     if features is not None:
-        size = batch.images.shape[-2:]
-        network = functools.partial(_decode_cached, model.network, features, size)
+        network = functools.partial(_decode_cached, model.network, features, batch.images.shape[-2:])
     n_shapes = len(batch.targets)
     image, row, x, shape = span_pixels(batch.batch, batch.row, batch.x0, batch.x1, batch.shape)
     size = batch.images.shape[-1]

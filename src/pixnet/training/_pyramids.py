@@ -60,9 +60,9 @@ class PyramidCache:
             if image.shape[0] % ALIGN or image.shape[1] % ALIGN:
                 raise ValueError("Pad section images with pad_image() before caching their pyramids.")
             per_variant = []
+            pixels = torch.from_numpy(image).permute(2, 0, 1).float().div_(255).unsqueeze(0)
             for ops in variants:
-                x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255).unsqueeze(0)
-                x = augment_images(x, [ops]).to(device)
+                x = augment_images(pixels, [ops]).to(device)
                 with torch.no_grad():
                     features = network.encoder((x - network.mean) / network.std)
                 per_variant.append([f[0].cpu() for f in features])

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from ._loop import resolve_device
+
 __all__ = ["PRESETS", "TrainingPreset", "resolve_preset"]
 
 
@@ -114,13 +116,7 @@ def resolve_preset(preset: str | TrainingPreset, device: str | torch.device = "a
     if isinstance(preset, TrainingPreset):
         return preset
     if preset == "auto":
-        if str(device) == "auto":
-            gpu = torch.cuda.is_available() or bool(
-                getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-            )
-        else:
-            gpu = torch.device(device).type in ("cuda", "mps")
-        return PRESETS["paper" if gpu else "cpu"]
+        return PRESETS["paper" if resolve_device(device).type in ("cuda", "mps") else "cpu"]
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose 'auto' or one of {sorted(PRESETS)}.")
     return PRESETS[preset]

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from ._base import TrainedModel
-from ._persist import WEIGHTS, read_record, save_folder
+from ._persist import (
+    CONFIG,
+    WEIGHTS,
+    check_shapes,
+    load_tensors,
+    meta_state_shapes,
+    read_record,
+    save_folder,
+    tensor_shapes,
+)
 from .models import EncoderConfig, create_encoder
 from .models.image2gene import Image2GeneNetwork
 
@@ -247,23 +256,39 @@ class Image2Gene(TrainedModel):
         return torch.stack(maps)
 
     # ------------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
         """Write the network (``model.safetensors``), the training spots (``bank.safetensors``) and ``config.json``.
 
-        The folder is written next to its target and moved into place, so a failed save leaves an existing
-        model untouched.
+        The folder is written beside its target (symlinks resolved) and swapped in under a write lock, so a
+        failed or killed save leaves the existing model or the new one, never neither, and two processes cannot
+        both write one path. ``extra(folder)`` writes further files into the new folder before the swap
+        (training checkpoints keep their trainer state there).
         """
         bank = {"embeddings": self.bank_embeddings, "density": self.bank_density}
         files = {WEIGHTS: self.network.state_dict(), _BANK: bank}
-        return save_folder(path, files, self.config, self.history, overwrite)
+        return save_folder(path, files, self.config, self.history, overwrite, extra)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Image2Gene:
         """Load a saved model. Only tensors and JSON are read: loading never executes code."""
         record = read_record(path, [WEIGHTS, _BANK], "image2gene")
-        model = cls.build(Image2GeneConfig(**record["config"]))
-        model.network.load_state_dict(load_file(Path(path) / WEIGHTS))
-        bank = load_file(Path(path) / _BANK)
+        path = Path(path)
+        try:
+            config = Image2GeneConfig(**record["config"])
+        except TypeError as error:
+            raise ValueError(f"{path / CONFIG} is not an Image2Gene config: {error}.") from None
+        check_shapes(meta_state_shapes(lambda: cls.build(config).network), path / WEIGHTS)
+        shapes = tensor_shapes(path / _BANK)
+        n_spots = shapes.get("embeddings", (0,))[0]
+        wanted = {"embeddings": (n_spots, config.embedding_dim), "density": (n_spots, len(config.genes))}
+        if shapes != wanted or n_spots == 0:
+            raise ValueError(
+                f"{path / _BANK}: tensors {shapes} do not match the config (expected {wanted} for some number of "
+                "training spots > 0)."
+            )
+        model = cls.build(config)
+        model.network.load_state_dict(load_tensors(path / WEIGHTS))
+        bank = load_tensors(path / _BANK)
         model.set_bank(bank["embeddings"], bank["density"])  # the reference area is in the config
         model.history = record.get("history", [])
         model.network.to(device)

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from ._base import TrainedModel
-from ._persist import FORMAT_VERSION, WEIGHTS, read_record, save_folder
+from ._persist import (
+    CONFIG,
+    FORMAT_VERSION,
+    WEIGHTS,
+    check_shapes,
+    load_tensors,
+    meta_state_shapes,
+    read_record,
+    save_folder,
+)
 from .models import EncoderConfig, PixNetNetwork, create_encoder
 
 logger = logging.getLogger(__name__)
@@ -178,22 +187,28 @@ class PixNet(TrainedModel):
             return total / 8
 
     # ------------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
         """Write ``model.safetensors`` and ``config.json`` to the folder ``path``.
 
-        The folder is written next to its target and moved into place, so a failed save leaves an existing
-        model untouched.
+        The folder is written beside its target (symlinks resolved) and swapped in under a write lock, so a
+        failed or killed save leaves the existing model or the new one, never neither, and two processes cannot
+        both write one path. ``extra(folder)`` writes further files into the new folder before the swap
+        (training checkpoints keep their trainer state there).
         """
-        return save_folder(path, {WEIGHTS: self.network.state_dict()}, self.config, self.history, overwrite)
+        return save_folder(path, {WEIGHTS: self.network.state_dict()}, self.config, self.history, overwrite, extra)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> PixNet:
         """Load a saved model. Only tensors and JSON are read: loading never executes code."""
         record = read_record(path, [WEIGHTS], "pixnet")
-        config = PixNetConfig(**{"decoder_norm": "batch", **record["config"]})  # older files: batch norm
+        path = Path(path)
+        try:
+            config = PixNetConfig(**{"decoder_norm": "batch", **record["config"]})  # older files: batch norm
+        except TypeError as error:
+            raise ValueError(f"{path / CONFIG} is not a PixNet config: {error}.") from None
+        check_shapes(meta_state_shapes(lambda: cls.build(config).network), path / WEIGHTS)
         model = cls.build(config)
-        state = load_file(Path(path) / WEIGHTS)
-        model.network.load_state_dict(state)
+        model.network.load_state_dict(load_tensors(path / WEIGHTS))
         model.history = record.get("history", [])
         model.network.to(device)
         logger.info("Loaded %r from %s", model, path)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from .._persist import WEIGHTS, load_tensors, read_record
 from .._spans import span_pixels, span_sums
 from ..model import PixNet
 from ._augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
@@ -42,9 +42,27 @@ class TrainingConfig:
     augment: bool = True
     freeze_encoder: bool = False
     cache_pyramids: bool = True
+    lr_schedule: str = "constant"
+    average_epochs: int = 0
     preset: str = ""
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise ValueError(f"average_epochs must be in [0, epochs={self.epochs}], got {self.average_epochs}.")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(config: TrainingConfig):
+    """The learning rate at ``t`` epochs into training (fractional): constant, or cosine decay towards 0."""
+    if config.lr_schedule == "cosine":
+        return lambda t: config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(t / config.epochs, 1.0)))
+    return lambda t: config.learning_rate
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -119,20 +137,29 @@ def training_targets(sections: list[Section]) -> np.ndarray:
 class EpochTracker:
     """What happens between epochs, shared by the training loops.
 
-    History and logs, the best weights (by validation loss, else training loss), checkpoints, early stopping
-    and resuming. ``rng`` is the loop's random generator (restored with the rest when resuming).
+    History and logs, the best weights (by validation loss, else training loss) or, with
+    ``config.average_epochs``, the mean of the weights after each of the last epochs (stochastic weight
+    averaging), checkpoints, early stopping and resuming. ``rng`` is the loop's random generator (restored
+    with the rest when resuming).
     """
 
     def __init__(self, model, optimizer, config: TrainingConfig, checkpoint_dir, resume, progress: bool, device):
         self.model, self.optimizer, self.config, self.progress = model, optimizer, config, progress
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.start_epoch, self.best_loss, self.best_state, self.stale = 0, float("inf"), None, 0
+        self.average, self.n_averaged = None, 0
         self.rng = np.random.default_rng(config.seed)
         self.resumed = resume is not None
-        if self.resumed:
-            self.start_epoch, self.best_loss, self.stale, self.rng = _restore(model, optimizer, Path(resume), device)
-            self.best_state = copy.deepcopy(model.network.state_dict())
         model.config.training = asdict(config)
+        if self.resumed:
+            restored = _restore(model, optimizer, Path(resume), device)
+            self.start_epoch, self.best_loss, self.stale, self.rng = (
+                restored.epoch,
+                restored.best_loss,
+                restored.stale,
+                restored.rng,
+            )
+            self.best_state, self.average, self.n_averaged = restored.best_state, restored.average, restored.n_averaged
 
     def end_epoch(self, record: dict, write_checkpoint: bool = True, before_checkpoint=None) -> bool:
         """Record an epoch; ``True`` when training should stop early."""
@@ -145,12 +172,12 @@ class EpochTracker:
             self.best_loss, self.best_state, self.stale = monitored, copy.deepcopy(self.model.network.state_dict()), 0
         else:
             self.stale += 1
+        if record["epoch"] > self.config.epochs - self.config.average_epochs:
+            self._accumulate()
         if self.checkpoint_dir is not None and write_checkpoint:
             if before_checkpoint is not None:
                 before_checkpoint()
-            _checkpoint(
-                self.model, self.optimizer, self.checkpoint_dir, record["epoch"], self.best_loss, self.stale, self.rng
-            )
+            _checkpoint(self, record["epoch"])
         if "val_loss" in record and self.stale >= self.config.patience:
             logger.info(
                 "Early stopping after epoch %d (no validation improvement for %d epochs)", record["epoch"], self.stale
@@ -158,9 +185,22 @@ class EpochTracker:
             return True
         return False
 
+    def _accumulate(self) -> None:
+        state = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in self.model.network.state_dict().items()}
+        self.n_averaged += 1
+        if self.average is None:
+            self.average = state
+        else:
+            for key, value in state.items():
+                self.average[key] += (value - self.average[key]) / self.n_averaged
+
     def finish(self) -> None:
-        """Keep the best weights."""
-        if self.best_state is not None:
+        """Keep the averaged weights, else the best ones."""
+        if self.average is not None:
+            reference = self.model.network.state_dict()
+            self.model.network.load_state_dict({k: v.to(reference[k].dtype) for k, v in self.average.items()})
+            self.model.history[-1]["averaged_epochs"] = self.n_averaged
+        elif self.best_state is not None:
             self.model.network.load_state_dict(self.best_state)
         self.model.network.eval()
 
@@ -196,6 +236,7 @@ def fit(
     if not tracker.resumed:
         network.set_initial_density(initial_density(model, sections))
     trained = group.wrap(network, device)
+    schedule = learning_rate_schedule(config)
     moments = gene_moments(training_targets(sections)) if auxiliary else None
     cache = None
     if config.freeze_encoder and config.cache_pyramids and group.world == 1 and patch_size % ALIGN == 0:
@@ -222,7 +263,9 @@ def fit(
         batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
         totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for chosen in bar:
+        for step, chosen in enumerate(bar):
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = schedule(epoch + step / len(batches))
             features = None
             if cache is not None:
                 variant = rng.integers(len(cache.variants), size=len(chosen))
@@ -295,32 +338,103 @@ def evaluate(model: PixNet, sections, patches, groups, config: TrainingConfig, d
     return {"val_loss": parts["loss"], "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
 
 
-def _checkpoint(model, optimizer, folder: Path, epoch: int, best_loss: float, stale: int, rng) -> None:
-    model.save(folder / "last", overwrite=True)
+def _checkpoint(tracker: EpochTracker, epoch: int) -> None:
+    """Weights, best weights and trainer state as one folder, swapped in whole (a kill leaves one or the other)."""
     state = {
         "epoch": epoch,
-        "best_loss": best_loss,
-        "stale": stale,
-        "optimizer": optimizer.state_dict(),
+        "best_loss": tracker.best_loss,
+        "best": tracker.best_state or {},
+        "stale": tracker.stale,
+        "optimizer": tracker.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": rng.bit_generator.state,
+        "numpy_rng": tracker.rng.bit_generator.state,
+        "average": tracker.average or {},
+        "n_averaged": tracker.n_averaged,
     }
-    tmp = folder / f".{_STATE}.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / _STATE)
+    tracker.model.save(
+        tracker.checkpoint_dir / "last", overwrite=True, extra=lambda folder: torch.save(state, folder / _STATE)
+    )
 
 
-def _restore(model: PixNet, optimizer, folder: Path, device) -> tuple[int, float, int, np.random.Generator]:
-    state_file = folder / _STATE
+# settings a resumed run must share with the checkpoint: they define the network and what its outputs mean
+_RESUME_FIXED = (
+    "method",
+    "genes",
+    "normalization",
+    "microns_per_pixel",
+    "patch_size",
+    "decoder_width",
+    "decoder_norm",
+    "embedding_dim",
+    "output_stride",
+    "coordinates",
+    "k",
+    "weighting",
+    "map_stride",
+)
+
+
+def _restore(model, optimizer, folder: Path, device):
+    state_file = folder / "last" / _STATE
     if not state_file.is_file():
-        raise FileNotFoundError(f"No training checkpoint in {folder} (expected {_STATE} and last/).")
+        raise FileNotFoundError(f"No training checkpoint in {folder} (expected last/{_STATE}).")
+    saved = read_record(folder / "last", [WEIGHTS])
+    current = asdict(model.config)
+    changed = [
+        f"{key}: {_brief(saved['config'].get(key))} in the checkpoint, {_brief(current.get(key))} now"
+        for key in _RESUME_FIXED
+        if key in current and saved["config"].get(key) != current.get(key)
+    ]
+    if saved["config"].get("encoder", {}).get("name") != current["encoder"]["name"]:
+        changed.append(
+            f"encoder: {saved['config']['encoder'].get('name')} in the checkpoint, {current['encoder']['name']} now"
+        )
+    if changed:
+        raise ValueError(f"Cannot resume from {folder}: the run differs from the checkpoint's ({'; '.join(changed)}).")
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    model.network.load_state_dict(load_file(folder / "last" / "model.safetensors"))
+    model.network.load_state_dict(load_tensors(folder / "last" / WEIGHTS))
     model.network.to(device)
     optimizer.load_state_dict(state["optimizer"])
-    model.history = json.loads((folder / "last" / "config.json").read_text())["history"]
+    for group in optimizer.param_groups:  # the optimiser's state keeps the old run's values
+        group["lr"], group["weight_decay"] = (
+            model.config.training["learning_rate"],
+            model.config.training["weight_decay"],
+        )
+    before = saved["config"].get("training", {})
+    for key in ("learning_rate", "weight_decay", "lr_schedule"):
+        if key in before and before[key] != model.config.training[key]:
+            logger.warning(
+                "Resuming with %s=%s (the checkpoint's run had %s)", key, model.config.training[key], before[key]
+            )
+    model.history = saved["history"]
     torch.set_rng_state(state["torch_rng"])
     rng = np.random.default_rng()
     rng.bit_generator.state = state["numpy_rng"]
     logger.info("Resuming from epoch %d of %s", state["epoch"], folder)
-    return int(state["epoch"]), float(state["best_loss"]), int(state["stale"]), rng
+    return ResumedState(
+        int(state["epoch"]),
+        float(state["best_loss"]),
+        state["best"] or None,
+        int(state["stale"]),
+        rng,
+        state["average"] or None,
+        int(state["n_averaged"]),
+    )
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class ResumedState:
+    """What :class:`EpochTracker` takes over from a checkpoint."""
+
+    epoch: int
+    best_loss: float
+    best_state: dict | None
+    stale: int
+    rng: np.random.Generator
+    average: dict | None
+    n_averaged: int

@@ -1,5 +1,7 @@
+import pytest
 import spatialdata
 
+import pixnet
 from pixnet.cli import main
 
 TINY = [
@@ -72,3 +74,49 @@ def test_bad_input_gives_one_line_reason(tmp_path, capsys):
 
     assert main(["predict", str(tmp_path / "missing"), "--model", str(tmp_path / "m")]) == 2
     assert "is not a saved pixnet model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--epochs", "0"],
+        ["--epochs", "-1"],
+        ["--batch-size", "0"],
+        ["--decoder-width", "0"],
+        ["--microns-per-pixel", "0"],
+        ["--learning-rate", "nan"],
+        ["--n-genes", "x"],
+    ],
+)
+def test_numbers_are_checked_before_anything_runs(tmp_path, option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *option])
+    assert exit_.value.code == 2
+    assert f"argument {option[0]}: expected a positive" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_failed_predict_leaves_no_store_and_ctrl_c_is_one_line(hd_folder, tmp_path, capsys, monkeypatch):
+    model, store = tmp_path / "model", tmp_path / "new.zarr"
+    assert main(["train", str(hd_folder), "--shapes", "bins_8um", "--out", str(model), "-q", *TINY]) == 0
+    capsys.readouterr()
+    args = ["predict", str(hd_folder), "--model", str(model), "--out", str(store), "-q"]
+    assert main([*args, "--shapes", "bins_8mu"]) == 2  # a typo
+    assert "bins_8mu" in capsys.readouterr().err and not store.exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pixnet.tl, "predict", interrupted)
+    assert main([*args, "--shapes", "bins_8um"]) == 130
+    assert capsys.readouterr().err.strip() == "pixnet predict: interrupted" and not store.exists()
+
+
+def test_train_checkpoints_and_resumes_from_the_command_line(hd_folder, tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    args = ["train", str(hd_folder), "--shapes", "bins_8um", "-q", *TINY, "--checkpoint-dir", str(checkpoints)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert (checkpoints / "last" / "trainer_state.pt").is_file()
+    resumed = [*args, "--epochs", "2", "--resume", str(checkpoints), "--out", str(tmp_path / "b")]  # the last wins
+    assert main(resumed) == 0
+    assert pixnet.model.load_model(tmp_path / "b").epochs_trained == 2

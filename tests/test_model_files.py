@@ -96,7 +96,7 @@ def test_nan_weights_are_refused(tmp_path):
     with torch.no_grad():
         model.network.head.bias[0] = float("nan")
     path = model.save(tmp_path / "nan")
-    with pytest.raises(ValueError, match="'head.bias' holds NaN"):
+    with pytest.raises(ValueError, match=r"'head\.bias' holds NaN"):
         PixNet.load(path)
 
 

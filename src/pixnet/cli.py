@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +15,32 @@ EPILOG = (
     "INPUT is a SpatialData zarr store, a Space Ranger output folder (Visium or Visium HD) or a folder of legacy "
     "ST sections (HER2ST / STUtility layout)."
 )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _resolve_kwargs(args: argparse.Namespace) -> dict:
+    """The image's own pixel size and the spots' diameter, where the input does not record them."""
+    given = {"microns_per_pixel": args.image_microns_per_pixel, "spot_diameter_um": args.spot_diameter_um}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _read(path: Path, section: str | None = None):
@@ -49,7 +76,10 @@ def _train(args: argparse.Namespace) -> None:
         validation=None if args.validation == "none" else args.validation,
         seed=args.seed,
         device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
         progress=not args.quiet,
+        resolve_kwargs=_resolve_kwargs(args),
     )
     model.save(args.out, overwrite=args.overwrite)
     last = model.history[-1]
@@ -85,20 +115,28 @@ def _predict(args: argparse.Namespace) -> None:
         if args.out.exists():
             raise FileExistsError(f"{args.out} exists; choose another --out (or predict into it as INPUT).")
         store = args.out
-        _read(args.input, args.section).write(store)
-    sdata = spatialdata.read_zarr(store)
-    tl.predict(
-        sdata,
-        shapes=args.shapes,
-        model=model,
-        image=args.image,
-        key_added=args.key_added,
-        tile_size=args.tile_size,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        write=True,
-        progress=not args.quiet,
-    )
+    created = store != args.input
+    try:
+        if created:
+            _read(args.input, args.section).write(store)
+        sdata = spatialdata.read_zarr(store)
+        tl.predict(
+            sdata,
+            shapes=args.shapes,
+            model=model,
+            image=args.image,
+            key_added=args.key_added,
+            tile_size=args.tile_size,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+            write=True,
+            progress=not args.quiet,
+            resolve_kwargs=_resolve_kwargs(args),
+        )
+    except BaseException:
+        if created:  # the store is this command's: a failed run leaves nothing behind
+            shutil.rmtree(store, ignore_errors=True)
+        raise
     written = [f"{args.key_added}_map", *(n for n in sdata.tables if n.startswith(f"{args.key_added}_"))]
     print(f"Wrote {', '.join(written)} to {store}")
 
@@ -132,6 +170,17 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet, echo=print)
 
 
+def _add_input_scale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-microns-per-pixel",
+        type=_positive_float,
+        help="pixel size of the input image's full-resolution level, when the input does not record it",
+    )
+    parser.add_argument(
+        "--spot-diameter-um", type=_positive_float, help="diameter of the input's spots, e.g. 55 for Visium"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pixnet`` command."""
     parser = argparse.ArgumentParser(
@@ -155,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         "figures.",
     )
     demo.add_argument("--out", type=Path, default=Path("pixnet_demo"), help="output folder (default: %(default)s)")
-    demo.add_argument("--size-um", type=float, default=320.0, help="side of the capture area in µm (default: 320)")
-    demo.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
+    demo.add_argument(
+        "--size-um", type=_positive_float, default=320.0, help="side of the capture area in µm (default: 320)"
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=8, help="training epochs (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
 
@@ -177,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image", help="the H&E image element (default: found)")
     train.add_argument("--table", help="the measured table (default: the one annotating the shapes)")
     train.add_argument("--section", help="one section of a folder of legacy ST sections (default: all)")
-    train.add_argument("--n-genes", type=int, default=250, help="top genes by mean expression (default: 250)")
+    train.add_argument("--n-genes", type=_positive_int, default=250, help="top genes by mean expression (default: 250)")
     train.add_argument(
         "--preset",
         default="auto",
@@ -185,28 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="the recipe the options below default to: cpu (frozen ImageNet EfficientNet-Lite0 at 4 µm/px), paper "
         "(histology ResNet18 fine-tuned at 1 µm/px, for a GPU) or auto (paper with a GPU, else cpu; default)",
     )
-    train.add_argument("--microns-per-pixel", type=float, help="working resolution (default: the preset's)")
-    train.add_argument("--patch-size", type=int, help="training patch side, pixels (default: the preset's)")
+    train.add_argument(
+        "--microns-per-pixel", type=_positive_float, help="working resolution of the model (default: the preset's)"
+    )
+    _add_input_scale(train)
+    train.add_argument("--patch-size", type=_positive_int, help="training patch side, pixels (default: the preset's)")
     train.add_argument("--encoder", help="resnet18 or efficientnet_lite0 (default: the preset's)")
     train.add_argument(
         "--encoder-weights", help="'random', 'ciga', 'imagenet' (efficientnet) or a file (default: the preset's)"
     )
-    train.add_argument("--decoder-width", type=int, help="deepest decoder channels (default: the preset's)")
+    train.add_argument("--decoder-width", type=_positive_int, help="deepest decoder channels (default: the preset's)")
     train.add_argument("--output-stride", type=int, choices=[1, 2, 4], help="decoder's last stride (default: preset)")
     train.add_argument(
         "--freeze-encoder", action=argparse.BooleanOptionalAction, help="train the decoder only (default: preset)"
     )
-    train.add_argument("--epochs", type=int, help="default: the preset's")
+    train.add_argument("--epochs", type=_positive_int, help="default: the preset's")
     train.add_argument(
-        "--batch-size", type=int, help="patches (PixNet, default: the preset's) or spots (Image2Gene, 64)"
+        "--batch-size", type=_positive_int, help="patches (PixNet, default: the preset's) or spots (Image2Gene, 64)"
     )
-    train.add_argument("--learning-rate", type=float, help="default: the preset's")
+    train.add_argument("--learning-rate", type=_positive_float, help="default: the preset's")
     train.add_argument(
         "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"
     )
     train.add_argument("--seed", type=int, default=0, help="default: 0")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    train.add_argument("--checkpoint-dir", type=Path, help="write a checkpoint after every epoch into this folder")
+    train.add_argument("--resume", type=Path, help="continue the run checkpointed in this folder")
     train.set_defaults(func=_train)
 
     predict = commands.add_parser(
@@ -224,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="zarr store to create (required when INPUT is not one)")
     predict.add_argument("--image", help="the H&E image element (default: found)")
     predict.add_argument("--section", help="the section, for a folder of several legacy ST sections")
+    _add_input_scale(predict)
     predict.add_argument("--key-added", default="pixnet", help="prefix of the new elements (default: pixnet)")
-    predict.add_argument("--tile-size", type=int, default=512, help="map chunk side, pixels (default: 512)")
+    predict.add_argument("--tile-size", type=_positive_int, default=512, help="map chunk side, pixels (default: 512)")
     predict.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="map dtype")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     predict.add_argument("--overwrite", action="store_true", help="replace elements of the same names")
@@ -262,10 +319,13 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", message="zarr v3 autosharding")
             args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (ValueError, KeyError, OSError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"pixnet {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pixnet {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -23,6 +23,8 @@ from spatialdata.models import get_table_keys
 from spatialdata.transformations import get_transformation
 from xarray import DataTree
 
+from ._raster import scale_to_uint8, value_range
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ResolvedImage", "ResolvedInputs", "ResolvedShapes", "bin_shapes", "find_shapes", "resolve_inputs"]
@@ -193,6 +195,7 @@ def resolve_inputs(
     require_table: bool = False,
     rgb: bool = True,
     require_pixel_size: bool = True,
+    image_range: tuple[float, float] | None = None,
 ) -> ResolvedInputs:
     """Resolve and validate an image, its pixel size, shapes and their measured table.
 
@@ -231,6 +234,10 @@ def resolve_inputs(
         Require an RGB(A) H&E image; ``False`` accepts any channels (e.g. a dense map to aggregate).
     require_pixel_size
         ``False`` resolves an unknown pixel size to NaN instead of refusing (geometry does not need it).
+    image_range
+        ``(low, high)``: the values that are black and white in the image. By default 0-255 for uint8, 0-1 for
+        floats and the type's range for other integers; an image whose values do not fit that is refused
+        (a float image holding 0-255 would read white, a uint16 image holding 8-bit values black).
 
     Returns
     -------
@@ -268,6 +275,8 @@ def resolve_inputs(
     if not 0 <= level < len(levels):
         raise ValueError(f"Image {image_name!r} has levels 0..{len(levels) - 1}; got level={level}.")
     data = _rgb(levels[level], image_name) if rgb else levels[level].transpose("c", "y", "x")
+    if rgb:
+        data = _as_uint8(data, levels[-1], image_name, image_range)
     level_scale = np.diag([levels[0].sizes["x"] / data.sizes["x"], levels[0].sizes["y"] / data.sizes["y"], 1.0])
     pixel_to_cs = level0_to_cs @ level_scale
     resolved_image = ResolvedImage(
@@ -510,6 +519,19 @@ def _choose_level(levels: list[xr.DataArray], level0_mpp: float, target: float |
         if level0_mpp * levels[0].sizes["x"] / lv.sizes["x"] <= target * 1.001:
             best = i
     return best
+
+
+def _as_uint8(data: xr.DataArray, coarsest: xr.DataArray, name: str, image_range) -> xr.DataArray:
+    """The image lazily mapped to uint8 0-255, its value range checked on the coarsest level."""
+    if image_range is None:
+        if data.dtype == np.uint8:
+            return data
+        low, high = value_range(np.asarray(_rgb(coarsest, name).data), name)
+    else:
+        low, high = (float(v) for v in image_range)
+        if not high > low:
+            raise ValueError(f"image_range must be (low, high) with high > low, got {image_range}.")
+    return data.copy(data=data.data.map_blocks(scale_to_uint8, low, high, dtype=np.uint8))
 
 
 def _rgb(data: xr.DataArray, name: str) -> xr.DataArray:

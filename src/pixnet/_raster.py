@@ -50,6 +50,45 @@ def read_resampled(data, box: tuple[int, int, int, int], factor: float, strip_px
     return out
 
 
+def value_range(sample: np.ndarray, name: str) -> tuple[float, float]:
+    """The value range that maps image ``name`` to 0-255, checked on ``sample`` (e.g. its coarsest level).
+
+    ``uint8`` is 0-255 and floats are 0-1; other integer types span their type's range. An image whose values
+    do not fit that reading (floats above 1, integers using a sixteenth of their range or less) is refused: it
+    would come out white or black.
+    """
+    dtype = sample.dtype
+    if dtype == np.uint8:
+        return 0.0, 255.0
+    finite = sample[np.isfinite(sample)] if np.issubdtype(dtype, np.floating) else sample
+    top = float(finite.max()) if finite.size else 0.0
+    if np.issubdtype(dtype, np.floating):
+        if top > 1.0 + 1e-6:
+            raise ValueError(
+                f"Image {name!r} is {dtype} with values up to {top:.4g}; pixnet reads float images as 0-1. Pass "
+                f"image_range=(0, 255) (resolve_kwargs= in pixnet.tl) if it holds 8-bit values, or scale it to 0-1."
+            )
+        return 0.0, 1.0
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"Image {name!r} has dtype {dtype}; expected uint8, another integer type or float.")
+    full = float(np.iinfo(dtype).max)
+    if 0 < top <= full / 16:
+        raise ValueError(
+            f"Image {name!r} is {dtype}, but its values reach only {top:.0f} of {full:.0f}: read as {dtype} it "
+            f"would be nearly black. Pass image_range=(0, {255 if top <= 255 else int(top)}) (resolve_kwargs= in "
+            "pixnet.tl) with the range it was stored in."
+        )
+    return 0.0, full
+
+
+def scale_to_uint8(block: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``block`` mapped from ``low``-``high`` to 0-255 (clipped), as uint8."""
+    if block.dtype == np.uint8 and (low, high) == (0.0, 255.0):
+        return block
+    scaled = (np.asarray(block, np.float64) - low) * (255.0 / (high - low))
+    return np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+
+
 def _to_uint8(block: np.ndarray) -> np.ndarray:
     if block.dtype == np.uint8:
         return block

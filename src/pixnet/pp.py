@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["NORMALIZATIONS", "Normalization", "normalize", "select_genes"]
+__all__ = ["NORMALIZATIONS", "Normalization", "check_counts", "normalize", "select_genes"]
 
 
 def select_genes(
@@ -148,6 +148,44 @@ class Normalization:
 
 
 NORMALIZATIONS = ("total_log", "total", "log1p", "none")
+
+
+def check_counts(table: ad.AnnData, name: str = "table") -> None:
+    """Refuse a table whose ``X`` does not hold raw counts, saying what was found.
+
+    pixnet normalises counts itself (:func:`normalize`) and sums its dense map over shapes in count space, so
+    NaN, negative or mostly fractional values (already normalised, log-transformed or scaled) would be
+    trained on as counts.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from pixnet.pp import check_counts
+    >>> check_counts(ad.AnnData(np.array([[0.0, 3.0], [1.0, 2.0]])))
+    >>> check_counts(ad.AnnData(np.log1p(np.array([[0.0, 3.0], [1.0, 2.0]]))))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Table 'table' holds fractional values in 3 of its 3 non-zero entries (max 1.386): it looks ...
+
+    """
+    x = table.X
+    values = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    values = np.asarray(values, dtype=np.float64)
+    hint = "pixnet needs raw counts in X (e.g. table.X = table.layers['counts'])."
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"Table {name!r} holds {int(bad.sum())} NaN or infinite values. {hint}")
+    if values.size and values.min() < 0:
+        raise ValueError(
+            f"Table {name!r} holds negative values (min {values.min():.4g}): it looks scaled or centred. {hint}"
+        )
+    nonzero = values[values != 0]
+    fractional = int((np.abs(nonzero - np.round(nonzero)) > 1e-6).sum())
+    if nonzero.size and fractional > nonzero.size / 2:
+        raise ValueError(
+            f"Table {name!r} holds fractional values in {fractional} of its {nonzero.size} non-zero entries (max "
+            f"{nonzero.max():.4g}): it looks normalised or log-transformed. {hint}"
+        )
 
 
 def normalize(

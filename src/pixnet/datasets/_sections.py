@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -34,6 +36,9 @@ HER2ST_IMAGES = {
 # centre-to-centre distance of neighbouring array coordinates, in µm
 ST_1K_ARRAY_UNIT_UM = 200.0  # 1007-spot ST array (HER2ST): 100 µm spots on a 200 µm square grid
 ST_2K_ARRAY_UNIT_UM = 100.0  # 2k ST array (STUtility MOB): spots at x + y even, 141 µm diagonal pitch
+# a decoded image takes 3 bytes per pixel: 1 Gpx (3 GB) is above any H&E scan these readers are meant for
+DEFAULT_MAX_IMAGE_PIXELS = 1_000_000_000
+_PIL_LIMIT = threading.Lock()  # PIL's limit is a module global: changed only under this lock, and restored
 
 
 def section_to_sdata(
@@ -106,6 +111,7 @@ def read_st_section(
     array_unit_um: float = ST_1K_ARRAY_UNIT_UM,
     spot_diameter_um: float = 100.0,
     microns_per_pixel: float | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> SpatialData:
     """Read a legacy ST section (counts, spot table with pixel positions, H&E image) into SpatialData.
 
@@ -127,7 +133,10 @@ def read_st_section(
         Spot diameter in µm.
     microns_per_pixel
         Pixel size of the image. By default it is measured from the spots: the fitted pixel distance
-        per array unit against ``array_unit_um``.
+        per array unit against ``array_unit_um``. Spots without a position, or more than one array spacing
+        from where the others put them (a robust affine fit), are skipped with a warning naming them.
+    max_image_pixels
+        Larger images are refused before they are decoded (the image is read whole: 3 bytes per pixel).
 
     Returns
     -------
@@ -158,10 +167,28 @@ def read_st_section(
     if len(shared) == 0:
         raise ValueError(f"No spot of {spots} has counts in {counts}: rows must be named '{{x}}x{{y}}'.")
     table, expression = table.loc[shared], expression.loc[shared]
+    unplaced = ~np.isfinite(table[["x", "y", "pixel_x", "pixel_y"]].to_numpy(float)).all(axis=1)
+    if unplaced.any():
+        logger.warning(
+            "%s: %d spots without a position (NaN) are skipped: %s",
+            spots,
+            unplaced.sum(),
+            ", ".join(table.index[unplaced][:10]),
+        )
+        table, expression = table[~unplaced], expression[~unplaced]
+    off_lattice = _off_lattice(table)
+    if off_lattice.any():
+        logger.warning(
+            "%s: %d spots whose pixel positions are off the array's lattice (more than one spacing from where the "
+            "other spots put them) are skipped: %s",
+            spots,
+            off_lattice.sum(),
+            ", ".join(table.index[off_lattice][:10]),
+        )
+        table, expression = table[~off_lattice], expression[~off_lattice]
     if microns_per_pixel is None:
         microns_per_pixel = _fit_microns_per_pixel(table, array_unit_um)
-    Image.MAX_IMAGE_PIXELS = None  # H&E scans are legitimately larger than PIL's decompression-bomb limit
-    pixels = np.asarray(Image.open(image).convert("RGB"))
+    pixels = read_rgb(image, max_pixels=max_image_pixels)
     centres = table[["pixel_x", "pixel_y"]].to_numpy(float)
     obs = table.drop(columns=[c for c in ("pixel_x", "pixel_y", "selected") if c in table]).rename(
         columns={"x": "array_col", "y": "array_row"}
@@ -173,14 +200,71 @@ def read_st_section(
     )
 
 
+def _lattice(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Array positions (registered ones where the file has them) and pixel positions, ``(n, 2)`` each."""
+    array = table[["new_x" if "new_x" in table else "x", "new_y" if "new_y" in table else "y"]].to_numpy(float)
+    return array, table[["pixel_x", "pixel_y"]].to_numpy(float)
+
+
+def _off_lattice(table: pd.DataFrame) -> np.ndarray:
+    """Spots more than one array spacing from where an affine fit of the others puts them (robust, iterated)."""
+    array, pixel = _lattice(table)
+    inliers = np.ones(len(table), bool)
+    if len(table) < 4:
+        return np.zeros(len(table), bool)
+    design = np.column_stack([array, np.ones(len(array))])
+    for _ in range(10):
+        fit = np.linalg.lstsq(design[inliers], pixel[inliers], rcond=None)[0]
+        residual = np.linalg.norm(pixel - design @ fit, axis=1)
+        spacing = np.sqrt(abs(np.linalg.det(fit[:2])))  # pixels per array unit
+        updated = residual <= max(5 * 1.4826 * np.median(residual[inliers]), 1e-6 * spacing)
+        if (updated == inliers).all() or updated.sum() < 3:
+            break
+        inliers = updated
+    off = residual > max(spacing, 5 * 1.4826 * np.median(residual[inliers]))
+    return off if off.sum() < len(table) / 2 else np.zeros(len(table), bool)  # a bad fit, not bad spots
+
+
 def _fit_microns_per_pixel(table: pd.DataFrame, array_unit_um: float) -> float:
     """Pixel size from the spot lattice: pixels per array unit (least squares on both axes)."""
-    ax = "new_x" if "new_x" in table else "x"
-    ay = "new_y" if "new_y" in table else "y"
-    slopes = [abs(np.polyfit(table[a], table[p], 1)[0]) for a, p in ((ax, "pixel_x"), (ay, "pixel_y"))]
-    if len(table) < 3 or not np.all(np.isfinite(slopes)) or min(slopes) <= 0:
-        raise ValueError("Cannot measure µm/px from fewer than 3 spots; pass microns_per_pixel=.")
+    if len(table) < 3:
+        raise ValueError(f"Cannot measure µm/px from {len(table)} placed spots (3 needed); pass microns_per_pixel=.")
+    array, pixel = _lattice(table)
+    slopes = [abs(np.polyfit(array[:, i], pixel[:, i], 1)[0]) for i in range(2)]
+    if not np.all(np.isfinite(slopes)) or min(slopes) <= 0:
+        raise ValueError(
+            "Cannot measure µm/px: the spots' pixel positions do not follow their array positions; pass "
+            "microns_per_pixel=."
+        )
     return float(array_unit_um / np.mean(slopes))
+
+
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as an ``(h, w, 3)`` uint8 array, refused before decoding when larger than ``max_pixels``.
+
+    PIL's own decompression-bomb limit (about 179 Mpx) is below many H&E scans; rather than lifting it for the
+    whole process, the image's size is read from its header and checked against ``max_pixels`` here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as probe:
+                width, height = probe.size
+        except Image.DecompressionBombError:
+            width = height = None
+    if width is None or width * height > max_pixels:
+        size = "more than twice PIL's limit" if width is None else f"{width} x {height} px"
+        raise ValueError(
+            f"{path} is {size}, above max_image_pixels={max_pixels:.3g}; pass a larger max_image_pixels= if you "
+            "trust the file (it is decoded whole into memory, 3 bytes per pixel)."
+        )
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+        try:
+            with Image.open(path) as opened:
+                return np.asarray(opened.convert("RGB"))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2ST_URL) -> SpatialData:

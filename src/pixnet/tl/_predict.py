@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 
 import anndata as ad
 import dask.array as da
@@ -168,6 +169,17 @@ def predict(
     inputs = resolve_inputs(
         sdata, image, shape_list, target_microns_per_pixel=model.microns_per_pixel, **(resolve_kwargs or {})
     )
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r} (an integer map would truncate).")
+    coarser = inputs.image.microns_per_pixel / model.microns_per_pixel
+    if coarser > 2:
+        warnings.warn(
+            f"Image {inputs.image.name!r} has {inputs.image.microns_per_pixel:.3g} µm/px, {coarser:.1f}x coarser than "
+            f"the model's {model.microns_per_pixel:g} µm/px: it is upsampled, and the model never saw tissue at this "
+            "detail in training. Check the image's pixel size (resolve_kwargs={'microns_per_pixel': ...}).",
+            UserWarning,
+            stacklevel=2,
+        )
     map_name = f"{key_added}_map"
     table_names = {name: f"{key_added}_{name}" for name in inputs.shapes}
     if write and copy:

@@ -14,7 +14,7 @@ from .._registry import remember
 from ..image2gene import WEIGHTINGS, Image2Gene, Image2GeneConfig
 from ..model import PixNet, PixNetConfig
 from ..models import ENCODERS, EncoderConfig
-from ..pp import Normalization, select_genes
+from ..pp import Normalization, check_counts, select_genes
 from ..training._data import build_section, split_by_region, split_by_section
 from ..training._image2gene import fit_image2gene
 from ..training._loop import TrainingConfig, fit
@@ -69,6 +69,9 @@ def resolve_sections(
         )
         for o, i, s, t in per_section
     ]
+    for r in resolved:
+        for shape_set in r.shapes.values():
+            check_counts(shape_set.table, shape_set.table_name)
     return objects, resolved
 
 

@@ -1,0 +1,115 @@
+"""Inputs that would be read wrong without a word are refused or repaired, and said so."""
+
+import gzip
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from PIL import Image
+from spatialdata.models import Image2DModel
+from spatialdata.transformations import get_transformation
+
+import pixnet
+from pixnet.datasets import read_st_section
+from pixnet.model import PixNet, PixNetConfig
+
+IMAGE = "synthetic_visium_image"
+TABLE = "synthetic_visium_table"
+
+
+def _write_lattice_section(folder, extra_spots):
+    """A 6 x 6 lattice of spots 40 px apart (5 µm/px at 200 µm per array unit), plus ``extra_spots``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((400, 400, 3), 200, np.uint8)).save(folder / "S_HE.png")
+    rows = [{"x": x, "y": y, "pixel_x": 50.0 + 40 * x, "pixel_y": 50.0 + 40 * y} for x in range(6) for y in range(6)]
+    spots = pd.DataFrame(rows + extra_spots)
+    spots.to_csv(folder / "S_selection.tsv", sep="\t", index=False)
+    ids = spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str)
+    counts = pd.DataFrame(np.ones((len(spots), 2), int), index=ids, columns=["A", "B"])
+    with gzip.open(folder / "S.tsv.gz", "wt") as f:
+        counts.to_csv(f, sep="\t")
+    return [folder / "S.tsv.gz", folder / "S_selection.tsv", folder / "S_HE.png"]
+
+
+def test_st_reader_skips_outlier_and_unplaced_spots_and_names_them(tmp_path, caplog):
+    extra = [{"x": 7, "y": 7, "pixel_x": 1e7, "pixel_y": 330.0}, {"x": 8, "y": 8, "pixel_x": np.nan, "pixel_y": 1.0}]
+    files = _write_lattice_section(tmp_path, extra)
+    with caplog.at_level(logging.WARNING):
+        sdata = read_st_section(*files, "S", array_unit_um=200.0)
+    assert sdata["S_table"].n_obs == 36
+    assert pixnet.resolve_inputs(sdata).image.microns_per_pixel == pytest.approx(5.0)
+    assert "1 spots without a position (NaN) are skipped: 8x8" in caplog.text
+    assert "1 spots whose pixel positions are off the array's lattice" in caplog.text and ": 7x7" in caplog.text
+
+
+def test_st_reader_refuses_an_image_above_the_pixel_limit_and_keeps_pils_own(tmp_path):
+    files = _write_lattice_section(tmp_path, [])
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match=r"400 x 400 px, above max_image_pixels=1e\+04"):
+        read_st_section(*files, "S", array_unit_um=200.0, max_image_pixels=10_000)
+    read_st_section(*files, "S", array_unit_um=200.0)
+    assert Image.MAX_IMAGE_PIXELS == limit  # never lifted for the whole process
+
+
+def _with_image(sdata, values):
+    original = sdata.images[IMAGE]
+    sdata.images[IMAGE] = Image2DModel.parse(
+        values, dims=("c", "y", "x"), transformations=get_transformation(original, get_all=True)
+    )
+    return sdata
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "message"),
+    [(np.float32, 1.0, "pixnet reads float images as 0-1"), (np.uint16, 1, "its values reach only")],
+)
+def test_images_stored_in_another_range_are_refused_unless_the_range_is_given(dtype, scale, message):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    rgb = np.asarray(sdata.images[IMAGE].data)
+    _with_image(sdata, (rgb * scale).astype(dtype))  # 8-bit values in a float / uint16 image
+    with pytest.raises(ValueError, match=message):
+        pixnet.resolve_inputs(sdata)
+    resolved = pixnet.resolve_inputs(sdata, image_range=(0, 255))
+    assert resolved.image.data.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(resolved.image.data), rgb)
+    _with_image(sdata, rgb.astype(np.float32) / 255)  # the reading pixnet expects: accepted as it is
+    np.testing.assert_array_equal(np.asarray(pixnet.resolve_inputs(sdata).image.data), rgb)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (np.log1p, "looks normalised or log-transformed"),
+        (lambda x: x - x.max(), "negative values"),
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x), "1 NaN or infinite values"),
+    ],
+)
+def test_training_refuses_tables_that_are_not_counts(edit, message):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=6)
+    table = sdata.tables[TABLE]
+    table.X = sp.csr_matrix(edit(np.asarray(table.X.todense() if sp.issparse(table.X) else table.X, float)))
+    with pytest.raises(ValueError, match=f"Table '{TABLE}' holds .*{message}"):
+        pixnet.tl.train(sdata, preset="paper", encoder_weights="random", epochs=1, progress=False)
+
+
+def _model(microns_per_pixel):
+    config = PixNetConfig(
+        genes=["G0", "G1"],
+        gene_selection={"method": "list", "params": {}},
+        normalization=pixnet.pp.Normalization("total_log").to_dict(),
+        microns_per_pixel=microns_per_pixel,
+        patch_size=64,
+        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
+        decoder_width=8,
+    )
+    return PixNet.build(config)
+
+
+def test_predict_warns_on_a_coarser_image_and_refuses_integer_maps():
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)  # 0.5 µm/px
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float16'"):
+        pixnet.tl.predict(sdata, shapes=[], model=_model(0.5), dtype="int8", copy=True)
+    with pytest.warns(UserWarning, match=r"4.0x coarser than the model's 0.125 µm/px"):
+        pixnet.tl.predict(sdata, shapes=[], model=_model(0.125), copy=True, progress=False)

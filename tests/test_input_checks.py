@@ -50,7 +50,7 @@ def test_st_reader_refuses_an_image_above_the_pixel_limit_and_keeps_pils_own(tmp
     with pytest.raises(ValueError, match=r"400 x 400 px, above max_image_pixels=1e\+04"):
         read_st_section(*files, "S", array_unit_um=200.0, max_image_pixels=10_000)
     read_st_section(*files, "S", array_unit_um=200.0)
-    assert Image.MAX_IMAGE_PIXELS == limit  # never lifted for the whole process
+    assert limit == Image.MAX_IMAGE_PIXELS  # never lifted for the whole process
 
 
 def _with_image(sdata, values):
@@ -113,3 +113,26 @@ def test_predict_warns_on_a_coarser_image_and_refuses_integer_maps():
         pixnet.tl.predict(sdata, shapes=[], model=_model(0.5), dtype="int8", copy=True)
     with pytest.warns(UserWarning, match=r"4.0x coarser than the model's 0.125 µm/px"):
         pixnet.tl.predict(sdata, shapes=[], model=_model(0.125), copy=True, progress=False)
+
+
+def test_shapes_outside_the_image_count_their_inside_area_and_none_inside_is_refused():
+    from spatialdata.models import ShapesModel
+
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    shapes = sdata.shapes["synthetic_visium_spots"]
+    model = _model(0.5)
+    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)["tables"]
+    full = tables["pixnet_synthetic_visium_spots"].obs["area_um2"].to_numpy()
+    assert "fraction_inside" not in tables["pixnet_synthetic_visium_spots"].obs
+    moved = shapes.copy()
+    moved.geometry = moved.geometry.translate(xoff=-moved.geometry.x.iloc[0])  # the first spot's centre on x = 0
+    sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(moved)
+    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)["tables"]
+    obs = tables["pixnet_synthetic_visium_spots"].obs
+    assert obs["fraction_inside"].iloc[0] == pytest.approx(0.5, abs=0.05)
+    assert obs["area_um2"].iloc[0] == pytest.approx(full[0] * obs["fraction_inside"].iloc[0])
+    far = shapes.copy()
+    far.geometry = far.geometry.translate(xoff=1e6)
+    sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(far)
+    with pytest.raises(ValueError, match="None of the 2 shapes of 'synthetic_visium_spots' lies on image"):
+        pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)

@@ -146,6 +146,25 @@ def span_pixels(
     return batch[span], row[span], x, shape[span]
 
 
+def inside_fraction(spans: Spans, n_shapes: int, height: int, width: int) -> np.ndarray:
+    """Per shape, the share of its pixels inside a ``height`` x ``width`` map (1 for shapes with no pixel)."""
+    full = np.bincount(spans.shape, weights=(spans.x1 - spans.x0).astype(np.float64), minlength=n_shapes)
+    clipped = np.clip(spans.x1, 0, width) - np.clip(spans.x0, 0, width)
+    clipped = np.where((spans.row >= 0) & (spans.row < height), clipped, 0)
+    inside = np.bincount(spans.shape, weights=clipped.astype(np.float64), minlength=n_shapes)
+    return np.divide(inside, full, out=np.ones(n_shapes), where=full > 0)
+
+
+def overlaps_box(shapes, height: float, width: float) -> np.ndarray:
+    """Whether each resolved shape's bounding box overlaps ``[0, width] x [0, height]`` (its pixel frame)."""
+    if shapes.kind == "polygon":
+        x0, y0, x1, y1 = shapely.bounds(shapes.polygons.to_numpy()).T
+    else:
+        (cx, cy), half = shapes.centres.T, shapes.half_size
+        x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
+    return (x1 > 0) & (y1 > 0) & (x0 < width) & (y0 < height)
+
+
 def resolved_spans(shapes, factor: float = 1.0, origin=(0.0, 0.0), rows: np.ndarray | None = None):
     """Spans of resolved shapes (see :class:`pixnet.ResolvedShapes`) scaled by ``factor`` and shifted by ``origin``.
 

@@ -20,7 +20,7 @@ from .._aggregate import aggregate_spans
 from .._dense import lazy_dense_map
 from .._inputs import ResolvedShapes, _levels, resolve_inputs
 from .._registry import recall
-from .._spans import resolved_spans
+from .._spans import inside_fraction, overlaps_box, resolved_spans
 from .._store import check_writable, write_element
 from ..model import PixNet
 
@@ -47,7 +47,13 @@ def _instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
 
 
 def _shape_table(
-    sdata, shapes: ResolvedShapes, values: np.ndarray, var_names, uns: dict, area_um2: np.ndarray | None = None
+    sdata,
+    shapes: ResolvedShapes,
+    values: np.ndarray,
+    var_names,
+    uns: dict,
+    area_um2: np.ndarray | None = None,
+    fraction_inside: np.ndarray | None = None,
 ) -> ad.AnnData:
     """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
     n = len(shapes)
@@ -67,6 +73,8 @@ def _shape_table(
     obs[region_key] = pd.Categorical([shapes.name] * n)
     if area_um2 is not None:  # the normalisation of measured counts needs it (extensive units)
         obs["area_um2"] = area_um2[order]
+    if fraction_inside is not None and (fraction_inside < 1).any():  # only for shapes cut by the image's edge
+        obs["fraction_inside"] = fraction_inside[order]
     if not np.array_equal(order, np.arange(n)):
         values = values[order]
     table = ad.AnnData(X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
@@ -109,7 +117,9 @@ def predict(
     result is added as the table ``{key_added}_{shapes}`` annotating those shapes: the model's genes as ``var``,
     values in the model's target units (:func:`pixnet.tl.evaluate` compares them with measured counts),
     ``obs['area_um2']`` (each shape's area in µm²), ``obsm['spatial']``, and, where the
-    shapes have a measured table, its rows first and in its order.
+    shapes have a measured table, its rows first and in its order. Shapes cut by the image's edge are summed
+    and measured over their part inside it (``obs['fraction_inside']``, added when some are); shapes none of
+    which lie on the image are refused before anything is computed.
 
     Parameters
     ----------
@@ -188,6 +198,14 @@ def predict(
         _check_free(sdata, [map_name, *table_names.values()], overwrite)
     store = check_writable(sdata, [map_name, *table_names.values()], overwrite) if write else None
 
+    height, width = inputs.image.data.shape[1:]
+    for name, resolved in inputs.shapes.items():
+        if len(resolved) and not overlaps_box(resolved, height, width).any():
+            raise ValueError(
+                f"None of the {len(resolved)} shapes of {name!r} lies on image {inputs.image.name!r} "
+                f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
+                "they belong to this image."
+            )
     dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
     level0_per_level = _levels_ratio(sdata, inputs.image)
     transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
@@ -199,6 +217,15 @@ def predict(
     tables = {}
     for name, resolved in inputs.shapes.items():
         spans, _, area_px = resolved_spans(resolved, factor)
+        inside = inside_fraction(spans, len(resolved), *dense.shape[1:])
+        if (inside < 1).any():
+            logger.warning(
+                "%d of %d shapes of %r lie partly or wholly outside the image: their sums and area_um2 count only "
+                "the part inside (obs['fraction_inside'])",
+                int((inside < 1).sum()),
+                len(resolved),
+                name,
+            )
         uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
         n_bytes = len(resolved) * len(model.genes) * 8
         with tempfile.TemporaryDirectory(prefix=".pixnet-", dir=store.parent if store else None) as scratch:
@@ -218,8 +245,8 @@ def predict(
                 values = model.normalization.transform(sums)
             else:
                 values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
-            area_um2 = area_px * model.microns_per_pixel**2
-            table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2)
+            area_um2 = area_px * inside * model.microns_per_pixel**2
+            table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside)
             if write:
                 write_element(sdata, "tables", table_names[name], table)
             else:

@@ -54,7 +54,7 @@ def test_dense_map_whole_and_zoomed(predicted, tmp_path):
     _rendered(tmp_path / "m.png")
     pixnet.pl.dense_map(sdata, model.genes[1], region=(100, 100, 400, 300), save=tmp_path / "z.png")
     _rendered(tmp_path / "z.png")
-    with pytest.raises(ValueError, match="not a channel"):
+    with pytest.raises(ValueError, match="not channels of"):
         pixnet.pl.dense_map(sdata, "NOT_A_GENE")
 
 
@@ -71,3 +71,32 @@ def test_pcc_distribution_scatter_and_training_curves(predicted, tmp_path):
     fig = pixnet.pl.training_curves(model, save=tmp_path / "c.png")
     assert "2 epochs" in fig.get_suptitle()
     _rendered(tmp_path / "c.png")
+
+
+def test_a_figure_of_several_genes_runs_the_model_once_per_tile(predicted, monkeypatch):
+    sdata, model = predicted
+    calls = []
+    original = type(model).predict_tiles
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "predict_tiles", counted)
+    pixnet.tl.predict(sdata, "b_spots", model, key_added="lazy", progress=False)  # a lazy map, not written
+    calls.clear()
+    pixnet.pl.expression(sdata, model.genes[:1], "pixnet_b_spots", map_name="lazy_map")
+    one = len(calls)
+    calls.clear()
+    pixnet.pl.expression(sdata, model.genes[:3], "pixnet_b_spots", map_name="lazy_map")
+    assert one > 0 and len(calls) == one
+    plt.close("all")
+
+
+def test_the_background_is_at_most_a_screen_whatever_the_levels(predicted):
+    sdata, model = predicted
+    image = next(iter(sdata.images[name] for name in sdata.images if not name.endswith("_map")))
+    assert image.sizes["x"] > 200  # one resolution level
+    ax = pixnet.pl.dense_map(sdata, model.genes[0], max_size=100)
+    assert max(max(im.get_array().shape[:2]) for im in ax.get_images()) <= 100
+    plt.close("all")

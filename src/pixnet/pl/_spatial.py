@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -21,7 +22,7 @@ from ..metrics import gene_metrics
 from ..tl._evaluate import paired_values
 from ._utils import finish
 
-__all__ = ["dense_map", "expression"]
+__all__ = ["MapWindow", "dense_map", "expression", "map_window"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in level-0 image pixels
 
@@ -36,7 +37,11 @@ def _background(sdata: SpatialData, image: str, box: Box, max_size: int) -> tupl
     x0, y0 = (max(int(np.floor(v / down)), 0) for v in box[:2])
     x1 = min(int(np.ceil(box[2] / down)), level.sizes["x"])
     y1 = min(int(np.ceil(box[3] / down)), level.sizes["y"])
-    rgb = level.transpose("y", "x", "c").isel(c=slice(0, 3), y=slice(y0, y1), x=slice(x0, x1)).values
+    # no level small enough (e.g. a single-resolution image): every step-th pixel, so at most a screen's worth
+    step = max(1, int(np.ceil(max(x1 - x0, y1 - y0) / max_size)))
+    x1, y1 = x0 + (x1 - x0) // step * step, y0 + (y1 - y0) // step * step
+    window = level.transpose("y", "x", "c").isel(c=slice(0, 3), y=slice(y0, y1, step), x=slice(x0, x1, step))
+    rgb = window.values
     if rgb.dtype != np.uint8:
         rgb = np.clip(rgb / max(float(rgb.max()), 1e-12), 0, 1)
     return rgb, [x0 * down, x1 * down, y1 * down, y0 * down]
@@ -135,6 +140,8 @@ def expression(
     background, extent = _background(sdata, inputs.image.name, box, max_size)
     pcc = gene_metrics(pair.predicted, pair.measured, genes)["pcc"].to_numpy()
 
+    if map_name:  # all genes in one pass over the map
+        window = map_window(sdata, genes, map_name, image=inputs.image.name, region=box, max_size=max_size)
     n_cols = 3 if map_name else 2
     fig, axes = plt.subplots(
         len(genes), n_cols, figsize=(panel_size * n_cols, panel_size * len(genes)), squeeze=False, layout="constrained"
@@ -156,7 +163,7 @@ def expression(
         if shared_scale:
             fig.colorbar(patches, ax=axes[row, :2], shrink=0.8, label=pair.normalization.method)
         if map_name:
-            dense_map(sdata, gene, map_name, image=inputs.image.name, region=box, max_size=max_size, ax=axes[row, 2])
+            _draw_map(sdata, window, row, 0.7, "magma", None, None, axes[row, 2], None)
     for ax in axes.ravel():
         ax.set_xlim(box[0], box[2])
         ax.set_ylim(box[3], box[1])
@@ -225,13 +232,44 @@ def dense_map(
     >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], region=(0, 0, 500, 500), save="zoom.png")  # doctest: +SKIP
 
     """
+    window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
+    return _draw_map(sdata, window, 0, alpha, cmap, vmin, vmax, ax, save)
+
+
+@dataclass(frozen=True)
+class MapWindow:
+    """Genes of a dense map over a window, averaged down, and where they lie on the H&E."""
+
+    genes: list[str]
+    values: np.ndarray  # (genes, rows, columns)
+    extent: list[float]  # imshow extent in full-resolution pixels of the image
+    region: Box
+    image: str
+    max_size: int
+
+
+def map_window(
+    sdata: SpatialData,
+    genes: Sequence[str],
+    map_name: str = "pixnet_map",
+    *,
+    image: str | None = None,
+    region: Box | None = None,
+    max_size: int = 1024,
+) -> MapWindow:
+    """Several genes of a dense map over ``region``, computed in one pass (the model runs once per tile).
+
+    Parameters are as for :func:`dense_map`. Reading genes one at a time from a lazy map would run the model
+    over the window once per gene.
+    """
     if map_name not in sdata.images:
         raise KeyError(
             f"No image element {map_name!r}; run pixnet.tl.predict first (elements: {sorted(sdata.images)})."
         )
     dense = _levels(sdata.images[map_name])[0]
-    if gene not in dense.coords["c"].values:
-        raise ValueError(f"{gene!r} is not a channel of {map_name!r}.")
+    missing = [g for g in genes if g not in dense.coords["c"].values]
+    if missing:
+        raise ValueError(f"{missing} are not channels of {map_name!r}.")
     inputs = resolve_inputs(sdata, image, [], level=0, require_pixel_size=False)
     cs = inputs.image.coordinate_system
     map_to_image = np.linalg.inv(_affine(sdata.images[inputs.image.name], cs)) @ _affine(sdata.images[map_name], cs)
@@ -244,16 +282,22 @@ def dense_map(
         min(int(np.ceil(region[3] / scale)), dense.sizes["y"]),
     )
     step = max(1, int(np.ceil(max(x1 - x0, y1 - y0) / max_size)))
-    window = dense.sel(c=gene).data[y0:y1, x0:x1]
-    values = da.coarsen(np.mean, window, {0: step, 1: step}, trim_excess=True).compute()
-    background, extent = _background(sdata, inputs.image.name, region, max_size)
+    window = dense.sel(c=list(genes)).data[:, y0:y1, x0:x1]
+    values = da.coarsen(np.mean, window, {1: step, 2: step}, trim_excess=True).compute()
+    height, width = values.shape[1:]
+    extent = [x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale]
+    return MapWindow(list(genes), values, extent, tuple(region), inputs.image.name, max_size)
+
+
+def _draw_map(sdata, window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:
+    values, region = window.values[index], window.region
+    background, extent = _background(sdata, window.image, region, window.max_size)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6), layout="constrained")
     ax.imshow(background, extent=extent)
-    height, width = values.shape
     shown = ax.imshow(
         values,
-        extent=[x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale],
+        extent=window.extent,
         cmap=cmap,
         alpha=alpha,
         vmin=float(np.percentile(values, 1)) if vmin is None else vmin,
@@ -262,7 +306,7 @@ def dense_map(
     ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="density per map pixel")
     ax.set_xlim(region[0], region[2])
     ax.set_ylim(region[3], region[1])
-    ax.set_title(f"{gene}: dense map")
+    ax.set_title(f"{window.genes[index]}: dense map")
     ax.set_axis_off()
     finish(ax.figure, save)
     return ax

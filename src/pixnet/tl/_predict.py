@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import warnings
@@ -21,7 +22,7 @@ from .._dense import lazy_dense_map
 from .._inputs import ResolvedShapes, _levels, resolve_inputs
 from .._registry import recall
 from .._spans import inside_fraction, overlaps_box, resolved_spans
-from .._store import check_writable, write_element
+from .._store import StoreTransaction
 from ..model import PixNet
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,6 @@ def predict(
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
     if not copy:
         _check_free(sdata, [map_name, *table_names.values()], overwrite)
-    store = check_writable(sdata, [map_name, *table_names.values()], overwrite) if write else None
 
     height, width = inputs.image.data.shape[1:]
     for name, resolved in inputs.shapes.items():
@@ -206,52 +206,59 @@ def predict(
                 f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
                 "they belong to this image."
             )
-    dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
-    level0_per_level = _levels_ratio(sdata, inputs.image)
-    transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
-    map_element = Image2DModel.parse(dense, dims=("c", "y", "x"), c_coords=model.genes, transformations=transformations)
+    names = [map_name, *table_names.values()]
+    with StoreTransaction(sdata, names, overwrite) if write else contextlib.nullcontext() as transaction:
+        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
+        level0_per_level = _levels_ratio(sdata, inputs.image)
+        transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
+        map_element = Image2DModel.parse(
+            dense, dims=("c", "y", "x"), c_coords=model.genes, transformations=transformations
+        )
 
-    if write:
-        write_element(sdata, "images", map_name, map_element)
-        dense = sdata.images[map_name].data  # read back: aggregation must not run the model again
-    tables = {}
-    for name, resolved in inputs.shapes.items():
-        spans, _, area_px = resolved_spans(resolved, factor)
-        inside = inside_fraction(spans, len(resolved), *dense.shape[1:])
-        if (inside < 1).any():
-            logger.warning(
-                "%d of %d shapes of %r lie partly or wholly outside the image: their sums and area_um2 count only "
-                "the part inside (obs['fraction_inside'])",
-                int((inside < 1).sum()),
-                len(resolved),
-                name,
-            )
-        uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
-        n_bytes = len(resolved) * len(model.genes) * 8
-        with tempfile.TemporaryDirectory(prefix=".pixnet-", dir=store.parent if store else None) as scratch:
-            out = None
-            if write and n_bytes > table_memory_limit:
-                rows = max(1, min(len(resolved), 2**20 // max(len(model.genes), 1)))
-                out = zarr.create_array(
-                    f"{scratch}/sums.zarr",
-                    shape=(len(resolved), len(model.genes)),
-                    chunks=(rows, len(model.genes)),
-                    dtype="float64",
-                    fill_value=0.0,
+        if write:
+            dense = transaction.stage("images", map_name, map_element).data  # aggregation must not run the model again
+        tables = {}
+        for name, resolved in inputs.shapes.items():
+            spans, _, area_px = resolved_spans(resolved, factor)
+            inside = inside_fraction(spans, len(resolved), *dense.shape[1:])
+            if (inside < 1).any():
+                logger.warning(
+                    "%d of %d shapes of %r lie partly or wholly outside the image: their sums and area_um2 count only "
+                    "the part inside (obs['fraction_inside'])",
+                    int((inside < 1).sum()),
+                    len(resolved),
+                    name,
                 )
-            sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
-            del spans
-            if out is None:
-                values = model.normalization.transform(sums)
-            else:
-                values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
-            area_um2 = area_px * inside * model.microns_per_pixel**2
-            table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside)
-            if write:
-                write_element(sdata, "tables", table_names[name], table)
-            else:
-                tables[table_names[name]] = table
-        logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
+            uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
+            n_bytes = len(resolved) * len(model.genes) * 8
+            with tempfile.TemporaryDirectory(
+                prefix=".pixnet-", dir=transaction.store.parent if write else None
+            ) as scratch:
+                out = None
+                if write and n_bytes > table_memory_limit:
+                    rows = max(1, min(len(resolved), 2**20 // max(len(model.genes), 1)))
+                    out = zarr.create_array(
+                        f"{scratch}/sums.zarr",
+                        shape=(len(resolved), len(model.genes)),
+                        chunks=(rows, len(model.genes)),
+                        dtype="float64",
+                        fill_value=0.0,
+                    )
+                sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
+                del spans
+                if out is None:
+                    values = model.normalization.transform(sums)
+                else:
+                    values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
+                area_um2 = area_px * inside * model.microns_per_pixel**2
+                table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside)
+                if write:
+                    transaction.stage("tables", table_names[name], table)
+                else:
+                    tables[table_names[name]] = table
+            logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
+        if write:
+            transaction.commit()
     if write:
         return None
     if copy:

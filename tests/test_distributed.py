@@ -30,9 +30,8 @@ def test_ddp_matches_single_process(tmp_path):
     for key in ("val_loss", "val_pcc"):  # the untrained model: the same numbers up to summation order
         np.testing.assert_allclose(_curve(ddp, key)[0], _curve(single, key)[0], rtol=1e-5, err_msg=key)
     # Gradients reduced in another order differ in the last bits, and Adam turns a near-zero gradient's sign
-    # into a full step, so the runs drift apart by epoch: on the machines seen so far by up to 2 % in the
-    # losses and 0.0034 in a PCC over these few spots. Training on half the batch without the all-reduce
-    # moves them by more than 10 %.
+    # into a full step, so the runs drift apart by epoch: on the machines seen so far within 1 % in the
+    # losses and 0.0034 in a PCC over these few spots.
     for key in ("train_loss", "val_loss"):
         np.testing.assert_allclose(_curve(ddp, key), _curve(single, key), rtol=0.05, err_msg=key)
     for key in ("train_pcc", "val_pcc"):

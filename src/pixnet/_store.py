@@ -84,6 +84,11 @@ class StoreTransaction:
         finally:
             self._lock.__exit__(*exc)
 
+    @property
+    def scratch(self) -> Path:
+        """A folder for temporary files of this write, removed with the staging (also after a kill)."""
+        return _staging(self.store)
+
     def stage(self, kind: str, name: str, element):
         """Write ``element`` into the staging; returns it backed by the staged files (lazy, no second copy)."""
         folder = _staging(self.store) / f"{len(self.staged)}"

@@ -231,9 +231,7 @@ def predict(
                 )
             uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
             n_bytes = len(resolved) * len(model.genes) * 8
-            with tempfile.TemporaryDirectory(
-                prefix=".pixnet-", dir=transaction.store.parent if write else None
-            ) as scratch:
+            with tempfile.TemporaryDirectory(prefix="sums-", dir=transaction.scratch if write else None) as scratch:
                 out = None
                 if write and n_bytes > table_memory_limit:
                     rows = max(1, min(len(resolved), 2**20 // max(len(model.genes), 1)))

@@ -324,6 +324,8 @@ def train(
         batch_size=recipe.batch_size if method == "pixnet" else batch_size or 64,
         learning_rate=recipe.learning_rate,
         weight_decay=recipe.weight_decay,
+        lr_schedule=recipe.lr_schedule,
+        average_epochs=min(recipe.average_epochs, recipe.epochs),
         pcc_weight=pcc_weight,
         image2gene_weight=image2gene_weight,
         patience=patience,

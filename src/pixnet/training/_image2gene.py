@@ -16,7 +16,7 @@ from ..image2gene import Image2Gene
 from ._augment import augment_images, draw_augmentations
 from ._data import Section
 from ._distributed import Distributed
-from ._loop import EpochTracker, TrainingConfig, resolve_device
+from ._loop import EpochTracker, TrainingConfig, learning_rate_schedule, resolve_device
 from ._loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def fit_image2gene(
     )
     tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
     rng = tracker.rng
+    schedule = learning_rate_schedule(config)
     has_validation = len(held_out) > 1
     if has_validation and not tracker.resumed:
         model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out, moments)})
@@ -128,7 +129,9 @@ def fit_image2gene(
         batches = [b for b in batches if len(b) >= 2]  # a similarity matrix needs two spots
         total = 0.0
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for chosen in bar:
+        for step, chosen in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(epoch + step / len(batches))
             images = spots.images(sections, chosen, model.config.patch_size)
             if config.augment:
                 images = augment_images(images, draw_augmentations(len(chosen), rng))

@@ -28,6 +28,11 @@ class TrainingPreset:
         bilinearly from there).
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation; ``batch_size`` counts patches.
+    lr_schedule
+        ``"constant"`` or ``"cosine"`` (decay from ``learning_rate`` towards 0 over the epochs).
+    average_epochs
+        Keep the mean of the weights after each of the last ``average_epochs`` epochs (stochastic weight
+        averaging) instead of the best epoch's; 0: the best epoch's (by validation loss, else training loss).
     dihedral_average
         The trained model predicts each tile in its eight rotations and flips and averages the maps (see
         :class:`~pixnet.model.PixNetConfig`).
@@ -52,6 +57,8 @@ class TrainingPreset:
     batch_size: int
     learning_rate: float
     weight_decay: float = 1e-4
+    lr_schedule: str = "constant"
+    average_epochs: int = 0
     dihedral_average: bool = False
 
     def to_dict(self) -> dict:

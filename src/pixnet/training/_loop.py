@@ -152,14 +152,9 @@ class EpochTracker:
         self.resumed = resume is not None
         model.config.training = asdict(config)
         if self.resumed:
-            restored = _restore(model, optimizer, Path(resume), device)
-            self.start_epoch, self.best_loss, self.stale, self.rng = (
-                restored.epoch,
-                restored.best_loss,
-                restored.stale,
-                restored.rng,
-            )
-            self.best_state, self.average, self.n_averaged = restored.best_state, restored.average, restored.n_averaged
+            r = _restore(model, optimizer, Path(resume), device)
+            self.start_epoch, self.best_loss, self.stale, self.rng = r.epoch, r.best_loss, r.stale, r.rng
+            self.best_state, self.average, self.n_averaged = r.best_state, r.average, r.n_averaged
 
     def end_epoch(self, record: dict, write_checkpoint: bool = True, before_checkpoint=None) -> bool:
         """Record an epoch; ``True`` when training should stop early."""

@@ -81,15 +81,16 @@ def train_method(method: str, train: list, genes: list[str], args):
             map_stride=args.i2g_map_stride,
             **common,
         )
+    recipe = pixnet.tl.PRESETS[args.preset].updated(lr_schedule=args.lr_schedule, average_epochs=args.average_epochs)
     model = pixnet.tl.train(
         train,
+        **{**common, "preset": recipe},
         decoder_width=args.decoder_width,
         output_stride=args.output_stride,
         epochs=args.epochs,
         batch_size=args.batch_size,
         pcc_weight=args.pcc_weight,
         image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
-        **common,
     )
     if args.dihedral_average is not None:
         model.config.dihedral_average = args.dihedral_average
@@ -178,6 +179,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="PixNet's; default: the preset's")
     parser.add_argument("--batch-size", type=int, help="PixNet's, patches; default: the preset's")
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], help="PixNet's; default: the preset's")
+    parser.add_argument(
+        "--average-epochs", type=int, help="PixNet keeps the mean weights of the last N epochs (default: the preset's)"
+    )
     parser.add_argument("--pcc-weight", type=float, default=0.5)
     parser.add_argument(
         "--dihedral-average",

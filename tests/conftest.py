@@ -40,3 +40,23 @@ def hd_sdata(hd_folder):
 @pytest.fixture
 def spots_sdata():
     return synthetic_spots("visium", size_um=700, n_genes=24, seed=0)
+
+
+def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decoder_width: int = 8):
+    """An untrained PixNet with a random ResNet18 encoder (seed 0): the same weights at every call."""
+    import torch
+
+    import pixnet
+    from pixnet.model import PixNet, PixNetConfig
+
+    torch.manual_seed(0)
+    config = PixNetConfig(
+        genes=list(genes),
+        gene_selection={"method": "list", "params": {}},
+        normalization=pixnet.pp.Normalization("total_log").to_dict(),
+        microns_per_pixel=microns_per_pixel,
+        patch_size=64,
+        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
+        decoder_width=decoder_width,
+    )
+    return PixNet.build(config)

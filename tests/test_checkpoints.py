@@ -5,24 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_pixnet
 
 import pixnet
-from pixnet.model import PixNet, PixNetConfig
 from pixnet.training._loop import EpochTracker, TrainingConfig, learning_rate_schedule
-
-
-def _model(genes=("G0", "G1", "G2"), microns_per_pixel=1.0) -> PixNet:
-    torch.manual_seed(0)
-    config = PixNetConfig(
-        genes=list(genes),
-        gene_selection={"method": "list", "params": {}},
-        normalization=pixnet.pp.Normalization("total_log").to_dict(),
-        microns_per_pixel=microns_per_pixel,
-        patch_size=64,
-        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
-        decoder_width=8,
-    )
-    return PixNet.build(config)
 
 
 def _tracker(model, config, checkpoint_dir=None, resume=None):
@@ -52,7 +38,7 @@ def test_cosine_schedule_decays_from_the_learning_rate_to_zero():
 
 
 def test_averaging_keeps_the_mean_of_the_last_epochs_weights():
-    model = _model()
+    model = tiny_pixnet()
     tracker = _tracker(model, TrainingConfig(epochs=3, average_epochs=2))
     for epoch, (bias, loss) in enumerate([(1.0, 0.1), (2.0, 0.5), (4.0, 0.9)], start=1):
         _set_bias(model, bias)
@@ -64,24 +50,24 @@ def test_averaging_keeps_the_mean_of_the_last_epochs_weights():
 
 def test_resume_returns_the_best_epoch_and_the_average_of_an_uninterrupted_run(tmp_path):
     config = TrainingConfig(epochs=3)
-    model = _model()
+    model = tiny_pixnet()
     tracker = _tracker(model, config, checkpoint_dir=tmp_path)
     _set_bias(model, 1.0)
     _epoch(tracker, 1, 0.1)  # the best epoch
     _set_bias(model, 2.0)
     _epoch(tracker, 2, 0.5)  # then killed
-    resumed = _model()
+    resumed = tiny_pixnet()
     tracker = _tracker(resumed, config, resume=tmp_path)
     assert tracker.start_epoch == 2
     tracker.finish()
     torch.testing.assert_close(resumed.network.head.bias, torch.full((3,), 1.0))
 
     averaged = TrainingConfig(epochs=3, average_epochs=3)
-    tracker = _tracker(model := _model(), averaged, checkpoint_dir=tmp_path / "avg")
+    tracker = _tracker(model := tiny_pixnet(), averaged, checkpoint_dir=tmp_path / "avg")
     for epoch, bias in [(1, 1.0), (2, 2.0)]:
         _set_bias(model, bias)
         _epoch(tracker, epoch, 1.0)
-    resumed = _model()
+    resumed = tiny_pixnet()
     tracker = _tracker(resumed, averaged, resume=tmp_path / "avg")
     _set_bias(resumed, 6.0)
     _epoch(tracker, 3, 1.0)
@@ -90,7 +76,7 @@ def test_resume_returns_the_best_epoch_and_the_average_of_an_uninterrupted_run(t
 
 
 def test_checkpoint_is_one_folder(tmp_path):
-    model = _model()
+    model = tiny_pixnet()
     tracker = _tracker(model, TrainingConfig(epochs=2), checkpoint_dir=tmp_path)
     _epoch(tracker, 1, 1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
@@ -110,16 +96,16 @@ def test_checkpoint_is_one_folder(tmp_path):
     ],
 )
 def test_resume_refuses_a_run_that_differs_from_the_checkpoint(tmp_path, changed, message):
-    tracker = _tracker(_model(), TrainingConfig(epochs=2), checkpoint_dir=tmp_path)
+    tracker = _tracker(tiny_pixnet(), TrainingConfig(epochs=2), checkpoint_dir=tmp_path)
     _epoch(tracker, 1, 1.0)
     with pytest.raises(ValueError, match=message):
-        _tracker(_model(**changed), TrainingConfig(epochs=2), resume=tmp_path)
+        _tracker(tiny_pixnet(**changed), TrainingConfig(epochs=2), resume=tmp_path)
 
 
 def test_resume_uses_the_new_learning_rate_and_says_so(tmp_path, caplog):
-    tracker = _tracker(_model(), TrainingConfig(epochs=2, learning_rate=1e-3), checkpoint_dir=tmp_path)
+    tracker = _tracker(tiny_pixnet(), TrainingConfig(epochs=2, learning_rate=1e-3), checkpoint_dir=tmp_path)
     _epoch(tracker, 1, 1.0)
     with caplog.at_level(logging.WARNING):
-        resumed = _tracker(_model(), TrainingConfig(epochs=2, learning_rate=1e-4), resume=tmp_path)
+        resumed = _tracker(tiny_pixnet(), TrainingConfig(epochs=2, learning_rate=1e-4), resume=tmp_path)
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [1e-4]
     assert "learning_rate=0.0001 (the checkpoint's run had 0.001)" in caplog.text

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import tiny_pixnet
 from PIL import Image
 from spatialdata.models import Image2DModel
 from spatialdata.transformations import get_transformation
 
 import pixnet
 from pixnet.datasets import read_st_section
-from pixnet.model import PixNet, PixNetConfig
 
 IMAGE = "synthetic_visium_image"
 TABLE = "synthetic_visium_table"
@@ -95,16 +95,7 @@ def test_training_refuses_tables_that_are_not_counts(edit, message):
 
 
 def _model(microns_per_pixel):
-    config = PixNetConfig(
-        genes=["G0", "G1"],
-        gene_selection={"method": "list", "params": {}},
-        normalization=pixnet.pp.Normalization("total_log").to_dict(),
-        microns_per_pixel=microns_per_pixel,
-        patch_size=64,
-        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
-        decoder_width=8,
-    )
-    return PixNet.build(config)
+    return tiny_pixnet(("G0", "G1"), microns_per_pixel)
 
 
 def test_predict_warns_on_a_coarser_image_and_refuses_integer_maps():

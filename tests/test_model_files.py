@@ -8,30 +8,16 @@ import threading
 
 import pytest
 import torch
+from conftest import tiny_pixnet
 from safetensors.torch import load_file, save_file
 
-import pixnet
 from pixnet._atomic import folder_lock, replace_folder, staging_folder
-from pixnet.model import PixNet, PixNetConfig, load_model
-
-
-def _model(decoder_width=8, n_genes=3) -> PixNet:
-    torch.manual_seed(0)
-    config = PixNetConfig(
-        genes=[f"G{i}" for i in range(n_genes)],
-        gene_selection={"method": "list", "params": {}},
-        normalization=pixnet.pp.Normalization("total_log").to_dict(),
-        microns_per_pixel=1.0,
-        patch_size=64,
-        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
-        decoder_width=decoder_width,
-    )
-    return PixNet.build(config)
+from pixnet.model import PixNet, load_model
 
 
 @pytest.fixture
 def saved(tmp_path):
-    return _model().save(tmp_path / "model")
+    return tiny_pixnet().save(tmp_path / "model")
 
 
 def _edit_config(path, **fields):
@@ -48,7 +34,7 @@ def _same_weights(a: PixNet, b: PixNet) -> bool:
 def test_save_records_hashes_and_load_refuses_a_modified_weights_file(saved):
     record = json.loads((saved / "config.json").read_text())
     assert set(record["files"]) == {"model.safetensors"} and len(record["files"]["model.safetensors"]) == 64
-    assert _same_weights(PixNet.load(saved), _model())
+    assert _same_weights(PixNet.load(saved), tiny_pixnet())
     state = load_file(saved / "model.safetensors")
     state["head.bias"] = state["head.bias"] + 1
     save_file(state, saved / "model.safetensors")
@@ -82,7 +68,7 @@ def test_damaged_files_name_the_file(saved):
     (saved / "config.json").write_text("{ not json")
     with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
         load_model(saved)
-    other = _model().save(saved.with_name("other"))
+    other = tiny_pixnet().save(saved.with_name("other"))
     record = json.loads((other / "config.json").read_text())
     del record["files"]  # as models saved before hashes were recorded
     (other / "config.json").write_text(json.dumps(record))
@@ -92,7 +78,7 @@ def test_damaged_files_name_the_file(saved):
 
 
 def test_nan_weights_are_refused(tmp_path):
-    model = _model()
+    model = tiny_pixnet()
     with torch.no_grad():
         model.network.head.bias[0] = float("nan")
     path = model.save(tmp_path / "nan")
@@ -111,7 +97,7 @@ def _stage(path, model):
 
 
 def test_a_save_killed_between_the_renames_is_completed_by_the_next_reader(saved):
-    new = _model(n_genes=3)
+    new = tiny_pixnet()
     with torch.no_grad():
         new.network.head.bias.fill_(0.5)
     staged = _stage(saved, new)
@@ -126,8 +112,8 @@ def test_a_save_killed_between_the_renames_is_completed_by_the_next_reader(saved
 def test_a_save_killed_before_the_swap_leaves_the_old_model_and_the_next_save_cleans_up(saved):
     staged = staging_folder(saved)
     (staged / "model.safetensors").write_bytes(b"partial")  # killed while writing: no journal yet
-    assert _same_weights(PixNet.load(saved), _model())
-    _model(decoder_width=8).save(saved, overwrite=True)
+    assert _same_weights(PixNet.load(saved), tiny_pixnet())
+    tiny_pixnet().save(saved, overwrite=True)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
 
 
@@ -137,16 +123,16 @@ def test_a_live_writer_holds_the_lock_and_a_dead_one_does_not(tmp_path):
     try:
         (tmp_path / ".model.lock").write_text(str(sleeper.pid))
         with pytest.raises(BlockingIOError, match=f"being written by process {sleeper.pid}"):
-            _model().save(path)
+            tiny_pixnet().save(path)
     finally:
         sleeper.kill()
         sleeper.wait()
-    _model().save(path)  # the lock's owner is gone: taken over
+    tiny_pixnet().save(path)  # the lock's owner is gone: taken over
     assert PixNet.load(path).genes == ["G0", "G1", "G2"] and not (tmp_path / ".model.lock").exists()
 
 
 def test_two_writers_of_one_path_cannot_both_succeed(tmp_path):
-    path, model, results = tmp_path / "model", _model(), []
+    path, model, results = tmp_path / "model", tiny_pixnet(), []
     barrier = threading.Barrier(4)
 
     def write():
@@ -167,10 +153,10 @@ def test_two_writers_of_one_path_cannot_both_succeed(tmp_path):
 
 
 def test_saving_over_a_symlink_replaces_its_target(tmp_path):
-    real = _model().save(tmp_path / "elsewhere" / "model")
+    real = tiny_pixnet().save(tmp_path / "elsewhere" / "model")
     link = tmp_path / "link"
     link.symlink_to(real)
-    new = _model()
+    new = tiny_pixnet()
     with torch.no_grad():
         new.network.head.bias.fill_(2.0)
     assert new.save(link, overwrite=True) == real
@@ -181,7 +167,7 @@ def test_an_unwritable_folder_is_refused_before_writing(tmp_path, monkeypatch):
     # root may write into read-only folders, so ask the check what a user without write access would get
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(PermissionError, match="is not writable"):
-        _model().save(tmp_path / "model")
+        tiny_pixnet().save(tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -90,8 +90,7 @@ def scale_to_uint8(block: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def _to_uint8(block: np.ndarray) -> np.ndarray:
-    if block.dtype == np.uint8:
-        return block
+    """``block`` read in its type's default range (see :func:`value_range`), without the range check."""
     if np.issubdtype(block.dtype, np.floating):
-        return (np.clip(block, 0, 1) * 255).round().astype(np.uint8)
-    return (block.astype(np.float64) / np.iinfo(block.dtype).max * 255).round().astype(np.uint8)
+        return scale_to_uint8(block, 0.0, 1.0)
+    return scale_to_uint8(block, 0.0, float(np.iinfo(block.dtype).max))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ._inputs import ResolvedImage
+from ._map_cache import MapCache, map_fingerprint
 from ._raster import resample_window, source_box
 
 __all__ = ["lazy_dense_map"]
@@ -25,6 +26,14 @@ def _predict_block(model, blocks, cut, src_origin, window, core, factor: float, 
     return crop.cpu().numpy().astype(dtype, copy=False)
 
 
+def _cached_block(cache: MapCache, key: tuple, *args) -> np.ndarray:
+    chunk = cache.get(key)
+    if chunk is None:
+        chunk = _predict_block(*args)
+        cache.put(key, chunk)
+    return chunk
+
+
 def _overlapping(bounds: np.ndarray, lo: int, hi: int) -> list[int]:
     """Indices of the chunks (edges ``bounds``) that overlap ``[lo, hi)``; at least one."""
     first = int(np.searchsorted(bounds, lo, side="right")) - 1
@@ -40,13 +49,19 @@ def map_shape(image: ResolvedImage, microns_per_pixel: float) -> tuple[int, int,
 
 
 def lazy_dense_map(
-    model, image: ResolvedImage, tile_size: int = 512, halo: int = 64, dtype: str = "float32"
+    model,
+    image: ResolvedImage,
+    tile_size: int = 512,
+    halo: int = 64,
+    dtype: str = "float32",
+    cache: MapCache | None = None,
 ) -> tuple[da.Array, float]:
     """The model's dense map over ``image`` as a dask array ``(n_genes, height, width)``.
 
     Each ``tile_size`` chunk is one task: it reads the tile plus ``halo`` pixels on every side from the image
     level, resampled to the model's resolution, runs the network and keeps the centre, so the map does not
-    show tile seams. The model runs once per chunk when the array is computed chunk by chunk.
+    show tile seams. The model runs once per chunk when the array is computed chunk by chunk; with ``cache``,
+    once per chunk for all reads of the map.
 
     Returns
     -------
@@ -63,6 +78,13 @@ def lazy_dense_map(
     bounds = [np.cumsum((0, *c)) for c in source.chunks[1:]]
     model_key = dask.delayed(model, pure=True, traverse=False)
     n_genes = len(model.genes)
+    if cache is not None:
+        # the image's dask name tokenises its source (file, or the values of an in-memory array)
+        settings = {
+            "image": [image.name, image.level, source.name, image.microns_per_pixel],
+            "tiles": [tile_size, halo],
+        }
+        fingerprint = map_fingerprint(model, {**settings, "dtype": dtype})
     rows = []
     for y0 in range(0, height, tile_size):
         row = []
@@ -76,9 +98,11 @@ def lazy_dense_map(
                 slice(sy0 - bounds[0][ys[0]], sy1 - bounds[0][ys[0]]),
                 slice(sx0 - bounds[1][xs[0]], sx1 - bounds[1][xs[0]]),
             )
-            task = dask.delayed(_predict_block, pure=True)(
-                model_key, grid, cut, (sy0, sx0), window, core, factor, dtype, (height, width)
-            )
+            args = (model_key, grid, cut, (sy0, sx0), window, core, factor, dtype, (height, width))
+            if cache is None:
+                task = dask.delayed(_predict_block, pure=True)(*args)
+            else:
+                task = dask.delayed(_cached_block, pure=True)(cache, (fingerprint, y0, x0), *args)
             shape = (n_genes, core[1] - core[0], core[3] - core[2])
             row.append(da.from_delayed(task, shape=shape, dtype=dtype))
         rows.append(row)

@@ -59,6 +59,9 @@ class PixNetConfig:
     dihedral_average
         Predict each tile in its eight rotations and flips and average the maps, rotated back (8x the
         prediction cost). A prediction setting: it can be changed on a trained model's config.
+    n_models
+        Decoders trained one after another (different initialisation, patch order and augmentation) on one
+        frozen encoder; the map is the mean of their maps (a deep ensemble). 1: a single model.
 
     Examples
     --------
@@ -88,6 +91,7 @@ class PixNetConfig:
     embedding_dim: int = 0
     output_stride: int = 1
     dihedral_average: bool = False
+    n_models: int = 1
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -136,6 +140,7 @@ class PixNet(TrainedModel):
             config.patch_size,
             config.embedding_dim,
             config.output_stride,
+            config.n_models,
         )
         return cls(network, config)
 
@@ -144,7 +149,9 @@ class PixNet(TrainedModel):
         enc = self.config.encoder
         return (
             f"PixNet({len(self.genes)} genes, {self.microns_per_pixel:g} µm/px, encoder {enc['name']} "
-            f"({enc['weights']}), decoder width {self.config.decoder_width}, {self.epochs_trained} epochs trained)"
+            f"({enc['weights']}), decoder width {self.config.decoder_width}"
+            + (f" x {self.config.n_models} models" if self.config.n_models > 1 else "")
+            + f", {self.epochs_trained} epochs trained)"
         )
 
     # ------------------------------------------------------------------------------------------ inference

@@ -55,12 +55,39 @@ class CompositeConvBlock(nn.Sequential):
         )
 
 
+class SmallInputConv2d(nn.Conv2d):
+    """A 3x3 convolution computed as one matrix product (im2col) on inputs of a few pixels.
+
+    The deepest stage sees 2 x 2 pixels of a 64-pixel training patch; there the library convolution's weight
+    gradient is 4x slower than the product, and this layer has most of the decoder's parameters. Larger inputs
+    (tiles in prediction) take the library path; both compute the same convolution.
+    """
+
+    max_pixels = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if (
+            h * w > self.max_pixels
+            or self.padding_mode != "zeros"
+            or self.groups != 1
+            or self.stride != (1, 1)
+            or self.dilation != (1, 1)
+        ):
+            return super().forward(x)
+        columns = F.unfold(x, self.kernel_size, padding=self.padding)  # (b, in * 9, h * w)
+        y = self.weight.flatten(1) @ columns
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y.view(b, self.out_channels, h, w)
+
+
 class DepthToSpaceUp(nn.Module):
     """Eq. 3: Conv3x3 (K = C * 2^d filters, d = 2) -> ReLU -> depth-to-space x2 -> Conv3x3 -> ReLU -> CB."""
 
     def __init__(self, in_channels: int, channels: int, norm: str = "channel") -> None:
         super().__init__()
-        self.expand = nn.Conv2d(in_channels, in_channels * 4, 3, padding=1)
+        self.expand = SmallInputConv2d(in_channels, in_channels * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
         self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.block = CompositeConvBlock(channels, channels, norm)

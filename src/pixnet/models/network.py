@@ -9,7 +9,7 @@ from torch import nn
 from ._decoder import PixNetDecoder
 from .encoders import EncoderConfig
 
-__all__ = ["PixNetNetwork"]
+__all__ = ["MemberNetwork", "PixNetNetwork"]
 
 
 class PixNetNetwork(nn.Module):
@@ -37,6 +37,9 @@ class PixNetNetwork(nn.Module):
     output_stride
         1 (the paper): the decoder runs to the input resolution. 2 or 4: it stops at that stride and the
         density is upsampled bilinearly to the input pixels (much cheaper; a spot still sums its own pixels).
+    n_members
+        Decoders (each with its head) sharing the encoder: a deep ensemble whose maps are averaged. Member 0 is
+        ``decoder`` / ``head`` (the layout of single models); the others are in ``ensemble``.
 
     """
 
@@ -52,6 +55,7 @@ class PixNetNetwork(nn.Module):
         attention_window: int | None = None,
         embedding_dim: int = 0,
         output_stride: int = 1,
+        n_members: int = 1,
     ):
         super().__init__()
         self.attention_window = -(-attention_window // self.stride) * self.stride if attention_window else None
@@ -60,16 +64,42 @@ class PixNetNetwork(nn.Module):
             tuple(encoder.channels), decoder_width, norm=decoder_norm, output_stride=output_stride
         )
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
+        self.ensemble = nn.ModuleList(
+            EnsembleMember(
+                PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm, output_stride=output_stride),
+                n_genes,
+            )
+            for _ in range(n_members - 1)
+        )
         self.embedding = nn.Linear(self.decoder.out_channels, embedding_dim) if embedding_dim else None
         self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder_config.std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def n_members(self) -> int:
+        """Decoders of the ensemble (1: a single model)."""
+        return 1 + len(self.ensemble)
+
+    def member_modules(self, member: int) -> tuple[nn.Module, nn.Conv2d]:
+        """Decoder and head of ensemble member ``member``."""
+        if member == 0:
+            return self.decoder, self.head
+        return self.ensemble[member - 1].decoder, self.ensemble[member - 1].head
+
+    def member(self, member: int) -> MemberNetwork:
+        """The network as ensemble member ``member`` alone (sharing this network's modules), for training it."""
+        if not 0 <= member < self.n_members:
+            raise IndexError(f"member {member} of an ensemble of {self.n_members}")
+        return MemberNetwork(self, member)
+
     def set_initial_density(self, density: torch.Tensor) -> None:
-        """Start the map at a per-gene density (values per pixel) by setting the head's bias."""
+        """Start every member's map at a per-gene density (values per pixel) by setting its head's bias."""
         density = density.clamp_min(1e-6).to(self.head.bias)
         with torch.no_grad():
-            self.head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
-            self.head.weight.mul_(0.1)
+            for member in range(self.n_members):
+                head = self.member_modules(member)[1]
+                head.bias.copy_(density + torch.log(-torch.expm1(-density)))  # inverse softplus
+                head.weight.mul_(0.1)
 
     def forward(
         self,
@@ -77,6 +107,7 @@ class PixNetNetwork(nn.Module):
         at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         with_embedding: bool = False,
         sum_by: tuple[torch.Tensor, int] | None = None,
+        member: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, n_genes, H, W)`` density.
 
@@ -86,6 +117,7 @@ class PixNetNetwork(nn.Module):
         ``(N, embedding_dim)`` (linear, so their mean over a shape is the projection of its mean features).
         ``sum_by = (shape, n_shapes)``, the shape of each pixel of ``at``: the sums over each shape's pixels
         instead, ``(n_shapes, n_genes)`` (with ``output_stride`` > 1, from the coarse map directly).
+        ``member``: that ensemble member's density alone; ``None``: the mean of all members' densities.
         """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
@@ -94,7 +126,7 @@ class PixNetNetwork(nn.Module):
             x = F.pad(
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
-        return self.decode(self.encoder(x), (height, width), at, with_embedding, sum_by)
+        return self.decode(self.encoder(x), (height, width), at, with_embedding, sum_by, member)
 
     def decode(
         self,
@@ -103,32 +135,82 @@ class PixNetNetwork(nn.Module):
         at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         with_embedding: bool = False,
         sum_by: tuple[torch.Tensor, int] | None = None,
+        member: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The density from the encoder pyramid of an input of ``size`` (before its padding); see :meth:`forward`.
 
         Separate from the encoder so that training with a frozen encoder can reuse cached pyramids.
         """
-        stride = self.decoder.output_stride
+        if with_embedding and (member or self.n_members > 1):
+            raise ValueError("The auxiliary embedding belongs to single models (n_members=1).")
+        if member is not None or self.n_members == 1:
+            return self._decode_member(member or 0, features, size, at, with_embedding, sum_by)
+        total = None
+        for m in range(self.n_members):  # densities and their sums are linear in the members' maps
+            density = self._decode_member(m, features, size, at, False, sum_by)
+            total = density if total is None else total + density
+        return total / self.n_members
+
+    def _decode_member(self, member, features, size, at, with_embedding, sum_by):
+        decoder, head = self.member_modules(member)
+        stride = decoder.output_stride
         padded = tuple(level * 32 for level in features[-1].shape[-2:])
-        decoded = self.decoder(features, padded, self.attention_window)
+        decoded = decoder(features, padded, self.attention_window)
         if with_embedding and (stride != 1 or sum_by is not None):
             raise ValueError("The auxiliary embedding needs output_stride=1 and per-pixel output.")
         if stride == 1:
             if at is not None:
                 pixels = decoded[at[0], :, at[1], at[2]]
-                density = F.softplus(F.linear(pixels, self.head.weight.flatten(1), self.head.bias))
+                density = F.softplus(F.linear(pixels, head.weight.flatten(1), head.bias))
                 if sum_by is not None:
                     sums = torch.zeros(sum_by[1], density.shape[1], device=density.device, dtype=torch.float32)
                     return sums.index_add_(0, sum_by[0], density.float())
                 return (density, self.embedding(pixels)) if with_embedding else density
-            return F.softplus(self.head(decoded))[..., : size[0], : size[1]]
-        coarse = F.softplus(self.head(decoded))
+            return F.softplus(head(decoded))[..., : size[0], : size[1]]
+        coarse = F.softplus(head(decoded))
         if at is not None:
             if sum_by is not None:
                 return bilinear_sums(coarse, stride, *at, *sum_by)
             return bilinear_at(coarse, stride, *at)
         full = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
         return full[..., : size[0], : size[1]]
+
+
+class EnsembleMember(nn.Module):
+    """A further decoder and head of an ensemble (see ``n_members`` of :class:`PixNetNetwork`)."""
+
+    def __init__(self, decoder: PixNetDecoder, n_genes: int):
+        super().__init__()
+        self.decoder = decoder
+        self.head = nn.Conv2d(decoder.out_channels, n_genes, 1)
+
+
+class MemberNetwork(nn.Module):
+    """One ensemble member of a :class:`PixNetNetwork` as a network of its own (the modules are shared)."""
+
+    def __init__(self, network: PixNetNetwork, member: int):
+        super().__init__()
+        self.network, self.index = network, member
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The shared encoder."""
+        return self.network.encoder
+
+    def forward(self, images, at=None, with_embedding=False, sum_by=None):
+        """:meth:`PixNetNetwork.forward` of this member."""
+        return self.network(images, at, with_embedding, sum_by, member=self.index)
+
+    def decode(self, features, size, at=None, with_embedding=False, sum_by=None):
+        """:meth:`PixNetNetwork.decode` of this member."""
+        return self.network.decode(features, size, at, with_embedding, sum_by, member=self.index)
+
+    def train_only_this(self) -> list[nn.Parameter]:
+        """Stop the other members' gradients; the parameters that train with this member (a frozen encoder's not)."""
+        for m in range(self.network.n_members):
+            for module in self.network.member_modules(m):
+                module.requires_grad_(m == self.index)
+        return [p for p in self.network.parameters() if p.requires_grad]
 
 
 def _source_index(position: torch.Tensor, stride: int, length: int) -> tuple[torch.Tensor, ...]:

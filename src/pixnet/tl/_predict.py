@@ -20,6 +20,7 @@ from spatialdata.transformations import Scale, Sequence, get_transformation
 from .._aggregate import aggregate_spans
 from .._dense import lazy_dense_map
 from .._inputs import ResolvedShapes, _levels, resolve_inputs
+from .._map_cache import MapCache
 from .._registry import recall
 from .._spans import inside_fraction, overlaps_box, resolved_spans
 from .._store import StoreTransaction
@@ -103,6 +104,7 @@ def predict(
     overwrite: bool = False,
     write: bool = False,
     table_memory_limit: int = 2**31,
+    cache: MapCache | bool = False,
     progress: bool = True,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
@@ -149,6 +151,10 @@ def predict(
         and only after its replacement was written completely: a failure leaves the store as it was.
     table_memory_limit
         See ``write``.
+    cache
+        Keep computed chunks of the map for every later read of it (plots, :func:`aggregate`, ``.compute()``),
+        so that the model runs once per chunk: a :class:`MapCache` (in memory with a size bound, or in a scratch
+        folder), or ``True`` for one in memory of at most 2 GiB. Without it each read runs the model again.
     progress
         Show a progress bar.
     copy
@@ -208,7 +214,8 @@ def predict(
             )
     names = [map_name, *table_names.values()]
     with StoreTransaction(sdata, names, overwrite) if write else contextlib.nullcontext() as transaction:
-        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype)
+        cache = MapCache() if cache is True else cache or None
+        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype, cache)
         level0_per_level = _levels_ratio(sdata, inputs.image)
         transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
         map_element = Image2DModel.parse(

@@ -98,6 +98,7 @@ def train(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     weight_decay: float | None = None,
+    n_models: int | None = None,
     pcc_weight: float = 0.5,
     image2gene_weight: float = 0.0,
     embedding_dim: int = 128,
@@ -174,6 +175,10 @@ def train(
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation (paper defaults: lr 5e-4, weight decay 1e-4). ``batch_size`` counts patches for
         PixNet and spots for Image2Gene (default 64: its loss compares every pair of a batch).
+    n_models
+        PixNet with a frozen encoder: train this many decoders one after another (each ``epochs`` long, from
+        its own initialisation, patch order and augmentation) and predict the mean of their maps, a deep
+        ensemble that shares one encoder and its cached pyramids.
     pcc_weight
         Lambda in MSE + lambda * (1 - PCC) (PixNet).
     image2gene_weight
@@ -236,6 +241,7 @@ def train(
         batch_size=batch_size if method == "pixnet" else None,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
+        n_models=n_models if method == "pixnet" else None,
     )
     microns_per_pixel, patch_size, encoder = recipe.microns_per_pixel, recipe.patch_size, recipe.encoder
     if method not in METHODS:
@@ -249,6 +255,14 @@ def train(
             f"image2gene_weight= embeds each shape's full-resolution decoder features; it needs output_stride=1 "
             f"(the {recipe.name!r} preset has {recipe.output_stride})."
         )
+    if method == "pixnet" and recipe.n_models < 1:
+        raise ValueError(f"n_models must be at least 1, got {recipe.n_models}.")
+    if method == "pixnet" and recipe.n_models > 1 and not recipe.freeze_encoder:
+        raise ValueError(
+            f"n_models={recipe.n_models} trains several decoders on one shared encoder; it needs freeze_encoder=True."
+        )
+    if n_models not in (None, 1) and method != "pixnet":
+        raise ValueError("n_models= trains an ensemble of PixNet decoders; it needs method='pixnet'.")
     if validation not in ("region", "section", None):
         raise ValueError(f"validation must be 'region', 'section' or None, got {validation!r}.")
     if not 0 < validation_fraction < 1:
@@ -316,6 +330,7 @@ def train(
             embedding_dim=embedding_dim if image2gene_weight else 0,
             output_stride=int(recipe.output_stride),
             dihedral_average=recipe.dihedral_average,
+            n_models=int(recipe.n_models),
         )
         model = PixNet.build(config, recipe.encoder_weights)
         fit_model = fit

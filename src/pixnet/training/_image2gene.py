@@ -16,7 +16,7 @@ from ..image2gene import Image2Gene
 from ._augment import augment_images, draw_augmentations
 from ._data import Section
 from ._distributed import Distributed
-from ._loop import EpochTracker, TrainingConfig, learning_rate_schedule, resolve_device
+from ._loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, resolve_device
 from ._loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,7 @@ def fit_image2gene(
     network = model.network.to(device)
     if config.freeze_encoder:
         network.encoder.requires_grad_(False)
-    optimizer = torch.optim.Adam(
-        [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer([p for p in network.parameters() if p.requires_grad], config, device)
     tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
     rng = tracker.rng
     schedule = learning_rate_schedule(config)

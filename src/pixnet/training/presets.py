@@ -33,6 +33,9 @@ class TrainingPreset:
     average_epochs
         Keep the mean of the weights after each of the last ``average_epochs`` epochs (stochastic weight
         averaging) instead of the best epoch's; 0: the best epoch's (by validation loss, else training loss).
+    n_models
+        Decoders trained one after another on the frozen encoder (each for ``epochs``), whose maps are averaged
+        (see :class:`~pixnet.model.PixNetConfig`).
     dihedral_average
         The trained model predicts each tile in its eight rotations and flips and averages the maps (see
         :class:`~pixnet.model.PixNetConfig`).
@@ -59,6 +62,7 @@ class TrainingPreset:
     weight_decay: float = 1e-4
     lr_schedule: str = "constant"
     average_epochs: int = 0
+    n_models: int = 1
     dihedral_average: bool = False
 
     def to_dict(self) -> dict:

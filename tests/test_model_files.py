@@ -1,10 +1,12 @@
 """Model folders are untrusted input, and saving one never leaves neither the old nor the new model."""
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +109,40 @@ def test_a_save_killed_between_the_renames_is_completed_by_the_next_reader(saved
     loaded = load_model(saved)
     assert torch.equal(loaded.network.head.bias, new.network.head.bias)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+
+
+def test_a_save_killed_at_every_rename_leaves_the_old_model_or_the_new_one(saved, monkeypatch):
+    models = [tiny_pixnet(), tiny_pixnet()]
+    with torch.no_grad():
+        models[1].network.head.bias.fill_(0.5)
+    rename, replace = Path.rename, os.replace
+    current = 0
+    for kill_at in itertools.count(1):
+        calls = []
+
+        def counted(original, *args, calls=calls, kill_at=kill_at):
+            calls.append(args)
+            if len(calls) == kill_at:
+                raise KeyboardInterrupt
+            return original(*args)
+
+        monkeypatch.setattr(Path, "rename", lambda *a: counted(rename, *a))
+        monkeypatch.setattr(os, "replace", lambda *a: counted(replace, *a))
+        try:
+            models[1 - current].save(saved, overwrite=True)
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(Path, "rename", rename)
+        monkeypatch.setattr(os, "replace", replace)
+        loaded = load_model(saved)  # the next reader completes what the kill left
+        same = [_same_weights(loaded, m) for m in models]
+        assert any(same), f"killed at rename {kill_at}: neither model"
+        current = same.index(True)
+        assert sorted(p.name for p in saved.parent.iterdir()) == ["model"], kill_at
+        if finished:
+            break
+    assert kill_at >= 3  # the journal, the old folder aside, the new one in
 
 
 def test_a_save_killed_before_the_swap_leaves_the_old_model_and_the_next_save_cleans_up(saved):

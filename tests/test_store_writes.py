@@ -1,5 +1,8 @@
 """Writing a map and its tables into a store is one transaction: all old or all new, whatever is killed when."""
 
+import itertools
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -60,6 +63,48 @@ def test_a_kill_during_the_swap_is_rolled_forward_by_the_next_open(store, models
     )
     np.testing.assert_allclose(new_table, reference["tables"][TABLE].X, rtol=1e-5)
     assert _siblings(store) == []
+
+
+def test_a_kill_at_every_rename_leaves_all_old_or_all_new(store, models, monkeypatch):
+    def table_of(model):
+        copy = pixnet.tl.predict(
+            spatialdata.read_zarr(store), shapes=SPOTS, model=model, copy=True, tile_size=64, halo=32, progress=False
+        )
+        return np.asarray(copy["tables"][TABLE].X)
+
+    expected = [table_of(m) for m in models]
+    rename, replace = Path.rename, os.replace
+    writing = 0
+    for kill_at in itertools.count(1):
+        writing = 1 - writing  # alternate the models, so that old and new always differ
+        calls = []
+
+        def counted(original, *args, calls=calls, kill_at=kill_at):
+            caller = sys._getframe(2).f_globals.get("__name__", "")  # who called the patched rename / replace
+            if caller.startswith("pixnet"):  # not zarr's own file writes
+                calls.append(args)
+                if len(calls) == kill_at:
+                    raise KeyboardInterrupt
+            return original(*args)
+
+        monkeypatch.setattr(Path, "rename", lambda *a: counted(rename, *a))
+        monkeypatch.setattr(os, "replace", lambda *a: counted(replace, *a))
+        try:
+            pixnet.tl.predict(spatialdata.read_zarr(store), shapes=SPOTS, model=models[writing], overwrite=True, **KW)
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(Path, "rename", rename)
+        monkeypatch.setattr(os, "replace", replace)
+        table = np.asarray(pixnet.io.read(store).tables[TABLE].X)  # the next open repairs what the kill left
+        matches = [np.allclose(table, e, rtol=1e-5) for e in expected]
+        assert any(matches), f"killed at rename {kill_at}: the table is neither model's"
+        if not matches[writing]:
+            writing = 1 - writing  # the old elements stayed: the next write has the other model again
+        assert _siblings(store) == [], kill_at
+        if finished:
+            break
+    assert kill_at > 3  # the write has several renames, and each was a kill point
 
 
 def test_a_failure_before_the_swap_leaves_the_store_as_it_was(store, models, monkeypatch):

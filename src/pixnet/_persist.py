@@ -7,6 +7,7 @@ all before anything of the config's size is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -49,24 +50,33 @@ def save_folder(
         recover_folder(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-        staged = staging_folder(path)
-        hashes = {}
-        for name, tensors in files.items():
-            state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-            save_file(state, staged / name, metadata={"format": "pixnet", "format_version": str(FORMAT_VERSION)})
-            hashes[name] = _sha256(staged / name)
-        record = {
-            "format_version": FORMAT_VERSION,
-            "pixnet_version": _version(),
-            "config": asdict(config),
-            "files": hashes,
-            "history": history,
-        }
-        (staged / CONFIG).write_text(json.dumps(record, indent=2))
-        if extra is not None:
-            extra(staged)
-        replace_folder(staged, path)
+        try:
+            _write_and_swap(path, files, config, history, extra)
+        except BaseException:
+            with contextlib.suppress(Exception):  # finish a swap already journaled, else drop the staging
+                recover_folder(path)
+            raise
     return path
+
+
+def _write_and_swap(path: Path, files, config, history, extra) -> None:
+    staged = staging_folder(path)
+    hashes = {}
+    for name, tensors in files.items():
+        state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(state, staged / name, metadata={"format": "pixnet", "format_version": str(FORMAT_VERSION)})
+        hashes[name] = _sha256(staged / name)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "pixnet_version": _version(),
+        "config": asdict(config),
+        "files": hashes,
+        "history": history,
+    }
+    (staged / CONFIG).write_text(json.dumps(record, indent=2))
+    if extra is not None:
+        extra(staged)
+    replace_folder(staged, path)
 
 
 def _sha256(path: Path) -> str:

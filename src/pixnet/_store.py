@@ -104,7 +104,7 @@ class StoreTransaction:
             {"kind": kind, "name": name, "staged": str(_staging(self.store) / f"{i}" / kind / name)}
             for i, (kind, name, _) in enumerate(self.staged)
         ]
-        tmp = self.store.with_name(f".{self.store.name}.pixnet-journal.tmp")
+        tmp = _staging(self.store) / "journal.tmp"  # removed with the staging if killed before the rename
         tmp.write_text(json.dumps({"store": str(self.store), "steps": steps}))
         os.replace(tmp, _journal(self.store))
         _roll_forward(self.store)

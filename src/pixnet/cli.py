@@ -73,6 +73,7 @@ def _train(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        n_models=args.n_models,
         validation=None if args.validation == "none" else args.validation,
         seed=args.seed,
         device=args.device,
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, help="patches (PixNet, default: the preset's) or spots (Image2Gene, 64)"
     )
     train.add_argument("--learning-rate", type=_positive_float, help="default: the preset's")
+    train.add_argument(
+        "--n-models", type=_positive_int, help="PixNet decoders ensembled on the frozen encoder (default: the preset's)"
+    )
     train.add_argument(
         "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"
     )

@@ -89,6 +89,7 @@ def train_method(method: str, train: list, genes: list[str], args):
         output_stride=args.output_stride,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        n_models=args.n_models,
         pcc_weight=args.pcc_weight,
         image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
     )
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, help="default: the preset's")
     parser.add_argument("--epochs", type=int, help="PixNet's; default: the preset's")
     parser.add_argument("--batch-size", type=int, help="PixNet's, patches; default: the preset's")
+    parser.add_argument("--n-models", type=int, help="PixNet's ensemble of decoders; default: the preset's")
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], help="PixNet's; default: the preset's")
     parser.add_argument(

@@ -53,6 +53,24 @@ def test_st_reader_refuses_an_image_above_the_pixel_limit_and_keeps_pils_own(tmp
     assert limit == Image.MAX_IMAGE_PIXELS  # never lifted for the whole process
 
 
+def test_st_reader_reads_a_tiled_tiff_lazily(tmp_path):
+    import dask.array as da
+    import tifffile
+
+    files = _write_lattice_section(tmp_path, [])
+    pixels = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "S_HE.tif", pixels, tile=(128, 128), compression="zlib")
+    sdata = read_st_section(*files[:2], tmp_path / "S_HE.tif", "S", array_unit_um=200.0, max_image_pixels=20_000)
+    data = sdata.images["S_image"].data  # max_image_pixels bounds a tile (16,384 px), not the image
+    assert isinstance(data, da.Array) and "from-zarr" in str(list(data.dask.keys()))  # still on disk
+    np.testing.assert_array_equal(data.compute(), np.moveaxis(pixels, -1, 0))
+    with pytest.raises(ValueError, match=r"stored in pieces of 1.64e\+04 pixels, above max_image_pixels=1e\+04"):
+        read_st_section(*files[:2], tmp_path / "S_HE.tif", "S", array_unit_um=200.0, max_image_pixels=10_000)
+    tifffile.imwrite(tmp_path / "grey.tif", pixels[..., 0])
+    with pytest.raises(ValueError, match="expected 8-bit RGB"):
+        read_st_section(*files[:2], tmp_path / "grey.tif", "S", array_unit_um=200.0)
+
+
 def _with_image(sdata, values):
     original = sdata.images[IMAGE]
     sdata.images[IMAGE] = Image2DModel.parse(

@@ -89,8 +89,10 @@ def test_frozen_encoder_runs_once_per_section_and_variant(spots):
         hook.remove()
     training = model.config.training
     assert training["preset"] == "cpu" and training["freeze_encoder"] and model.config.output_stride == 4
-    assert model.microns_per_pixel == 4.0 and len(model.history) == 3
-    assert len(calls) == 8  # one section, eight rotations / flips, whatever the number of epochs
+    assert model.microns_per_pixel == 4.0 and model.config.n_models == 2 and len(model.history) == 2 * 3
+    assert len(calls) == 8  # one section, eight rotations / flips, whatever the number of epochs and members
+    unfrozen = pixnet.tl.train(spots, epochs=0, n_top_genes=4, validation=None, **{**SMALL, "freeze_encoder": False})
+    assert unfrozen.config.n_models == 1  # the preset's ensemble needs its frozen encoder
 
 
 def test_cpu_recipe_fits_the_training_spots(spots):

@@ -43,7 +43,7 @@ _PIL_LIMIT = threading.Lock()  # PIL's limit is a module global: changed only un
 
 def section_to_sdata(
     sample_id: str,
-    image: np.ndarray,
+    image: np.ndarray | da.Array,
     centres_px: np.ndarray,
     spot_diameter_um: float,
     microns_per_pixel: float,
@@ -59,7 +59,10 @@ def section_to_sdata(
     ``uns["spatial"][sample_id]["scalefactors"]`` with ``microns_per_pixel`` and ``spot_diameter_fullres``).
     """
     transformations = {sample_id: Identity()}
-    data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=(3, 2048, 2048))
+    if isinstance(image, da.Array):  # read lazily (a TIFF): stays lazy
+        data = image.transpose(2, 0, 1).rechunk((3, 2048, 2048))
+    else:
+        data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=(3, 2048, 2048))
     scale_factors = [2] * max(0, int(np.log2(max(image.shape[:2]) / 1024)))
     image_element = Image2DModel.parse(
         data,
@@ -239,12 +242,15 @@ def _fit_microns_per_pixel(table: pd.DataFrame, array_unit_um: float) -> float:
     return float(array_unit_um / np.mean(slopes))
 
 
-def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | da.Array:
     """An image file as an ``(h, w, 3)`` uint8 array, refused before decoding when larger than ``max_pixels``.
 
     PIL's own decompression-bomb limit (about 179 Mpx) is below many H&E scans; rather than lifting it for the
-    whole process, the image's size is read from its header and checked against ``max_pixels`` here.
+    whole process, the image's size is read from its header and checked against ``max_pixels`` here. TIFF files
+    are read lazily instead, tile by tile (a dask array; ``max_pixels`` then bounds one tile or strip).
     """
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff_lazily(Path(path), max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -265,6 +271,29 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np
                 return np.asarray(opened.convert("RGB"))
         finally:
             Image.MAX_IMAGE_PIXELS = limit
+
+
+def _read_tiff_lazily(path: Path, max_pixels: int) -> da.Array:
+    """Level 0 of a (tiled, pyramidal or plain) RGB TIFF as a dask array over its tiles."""
+    import tifffile
+    import zarr
+
+    try:
+        store = tifffile.imread(path, aszarr=True, level=0)
+    except (tifffile.TiffFileError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable TIFF image: {error}") from None
+    array = zarr.open(store, mode="r")
+    if array.ndim != 3 or array.shape[-1] not in (3, 4) or array.dtype != np.uint8:
+        raise ValueError(
+            f"{path} holds a {array.dtype} image of shape {array.shape}; expected 8-bit RGB (y, x, 3) or RGBA."
+        )
+    tile = int(np.prod(array.chunks[:2]))
+    if tile > max_pixels:
+        raise ValueError(
+            f"{path} is stored in pieces of {tile:.3g} pixels, above max_image_pixels={max_pixels:.3g} (each is "
+            "decoded whole); pass a larger max_image_pixels= if you trust the file, or save it as a tiled TIFF."
+        )
+    return da.from_zarr(array)[..., :3]
 
 
 def her2st(sample: str, path: str | Path | None = None, *, base_url: str = HER2ST_URL) -> SpatialData:

@@ -258,9 +258,11 @@ def train(
     if method == "pixnet" and recipe.n_models < 1:
         raise ValueError(f"n_models must be at least 1, got {recipe.n_models}.")
     if method == "pixnet" and recipe.n_models > 1 and not recipe.freeze_encoder:
-        raise ValueError(
-            f"n_models={recipe.n_models} trains several decoders on one shared encoder; it needs freeze_encoder=True."
-        )
+        if n_models is not None:
+            raise ValueError(
+                f"n_models={n_models} trains several decoders on one shared encoder; it needs freeze_encoder=True."
+            )
+        recipe = recipe.updated(n_models=1)  # the preset's ensemble shares its frozen encoder
     if n_models not in (None, 1) and method != "pixnet":
         raise ValueError("n_models= trains an ensemble of PixNet decoders; it needs method='pixnet'.")
     if validation not in ("region", "section", None):

@@ -76,8 +76,8 @@ class TrainingPreset:
 
 PRESETS = {
     # Chosen in benchmarks/real_sections.py (leave-one-section-out on HER2ST and MOB; docs/evaluation.md): a
-    # frozen ImageNet encoder whose pyramids are computed once per section and rotation, a decoder that stops at
-    # stride 4; a HER2ST-sized job (4 sections, ~730 spots) trains in minutes on 2 CPU cores.
+    # frozen ImageNet encoder whose pyramids are computed once per section and rotation, an ensemble of two
+    # decoders that stop at stride 4; a HER2ST-sized job (4 sections, ~730 spots) trains in minutes on 2 CPU cores.
     "cpu": TrainingPreset(
         name="cpu",
         microns_per_pixel=4.0,
@@ -90,6 +90,7 @@ PRESETS = {
         epochs=12,
         batch_size=16,
         learning_rate=1e-3,
+        n_models=2,
     ),
     # Zhang, Yang & Pan: the histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder of width 512,
     # Adam lr 5e-4 / weight decay 1e-4. Hours per section on a CPU; meant for a GPU.

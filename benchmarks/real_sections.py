@@ -112,6 +112,7 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
             model=models[method],
             key_added=method,
             tile_size=512,
+            uncertainty=getattr(models[method].config, "n_models", 1) > 1,  # an ensemble's spread, calibrated below
             progress=args.progress,
             overwrite=True,
         )
@@ -135,7 +136,7 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
         save_plots(test, spots, models["pixnet"], list(timings), args.plots / f"{dataset}_{test_name}")
     for name in [n for n, t in test.tables.items() if "pixnet" in t.uns]:  # the next fold trains on this section
         del test.tables[name]
-    for name in [f"{m}_map" for m in models]:
+    for name in [n for m in models for n in (f"{m}_map", f"{m}_std") if n in test.images]:
         del test.images[name]
     epochs = ", ".join(f"{m} {model.epochs_trained} epochs" for m, model in models.items())
     results = ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f} ({r['seconds']:.0f} s)" for r in rows)
@@ -249,6 +250,14 @@ def main() -> None:
     print(f"\nsettings: {settings}")
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("pcc_min: the worst gene's PCC; neg: the share of genes with PCC < 0; std_ratio, slope: medians over genes")
+    calibration = ["coverage_50", "coverage_90", "error_std_spearman"]
+    if set(calibration) <= set(table.columns):
+        spread = table.dropna(subset=calibration)
+        print("\nensemble spread (layers['std']) on the held-out spots: the share of measured values inside the")
+        print("predicted 50 % / 90 % intervals, and the mean over genes of Spearman(|error|, std) across spots")
+        print(
+            spread[["dataset", "section", "method", *calibration]].to_string(index=False, float_format="{:.3f}".format)
+        )
     for method in args.methods:
         wins, folds = _wins(table, method)
         ratios = _ratios(table, method)

@@ -42,7 +42,7 @@ def spots_sdata():
     return synthetic_spots("visium", size_um=700, n_genes=24, seed=0)
 
 
-def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decoder_width: int = 8):
+def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decoder_width: int = 8, n_models: int = 1):
     """An untrained PixNet with a random ResNet18 encoder (seed 0): the same weights at every call."""
     import torch
 
@@ -58,5 +58,6 @@ def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decode
         patch_size=64,
         encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
         decoder_width=decoder_width,
+        n_models=n_models,
     )
     return PixNet.build(config)

@@ -16,13 +16,16 @@ __all__ = ["lazy_dense_map"]
 _ALIGN = 32  # the network's stride: windows start on this grid so tiles see the same downsampling grid
 
 
-def _predict_block(model, blocks, cut, src_origin, window, core, factor: float, dtype: str, extent) -> np.ndarray:
+def _predict_block(
+    model, blocks, cut, src_origin, window, core, factor: float, dtype: str, extent, members: bool = False
+) -> np.ndarray:
     source = np.block([[[np.asarray(b) for b in row] for row in channel] for channel in blocks])
     image = resample_window(source[(slice(0, 3), *cut)], src_origin, window, factor)
     tile = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
-    density = model.predict_tiles(tile, offset=(window[0], window[2]), extent=extent)[0]
+    extra = {"members": True} if members else {}
+    density = model.predict_tiles(tile, offset=(window[0], window[2]), extent=extent, **extra)[0]
     y0, x0 = core[0] - window[0], core[2] - window[2]
-    crop = density[:, y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]]
+    crop = density[..., y0 : y0 + core[1] - core[0], x0 : x0 + core[3] - core[2]].flatten(0, -3)
     return crop.cpu().numpy().astype(dtype, copy=False)
 
 
@@ -55,13 +58,15 @@ def lazy_dense_map(
     halo: int = 64,
     dtype: str = "float32",
     cache: MapCache | None = None,
+    members: bool = False,
 ) -> tuple[da.Array, float]:
     """The model's dense map over ``image`` as a dask array ``(n_genes, height, width)``.
 
     Each ``tile_size`` chunk is one task: it reads the tile plus ``halo`` pixels on every side from the image
     level, resampled to the model's resolution, runs the network and keeps the centre, so the map does not
     show tile seams. The model runs once per chunk when the array is computed chunk by chunk; with ``cache``,
-    once per chunk for all reads of the map.
+    once per chunk for all reads of the map. ``members``: every ensemble member's map, member-major channels
+    ``(n_models * n_genes, height, width)``.
 
     Returns
     -------
@@ -77,7 +82,7 @@ def lazy_dense_map(
     blocks = source.to_delayed()
     bounds = [np.cumsum((0, *c)) for c in source.chunks[1:]]
     model_key = dask.delayed(model, pure=True, traverse=False)
-    n_genes = len(model.genes)
+    n_genes = len(model.genes) * (model.config.n_models if members else 1)
     if cache is not None:
         # the image's dask name tokenises its source (file, or the values of an in-memory array)
         settings = {
@@ -98,7 +103,7 @@ def lazy_dense_map(
                 slice(sy0 - bounds[0][ys[0]], sy1 - bounds[0][ys[0]]),
                 slice(sx0 - bounds[1][xs[0]], sx1 - bounds[1][xs[0]]),
             )
-            args = (model_key, grid, cut, (sy0, sx0), window, core, factor, dtype, (height, width))
+            args = (model_key, grid, cut, (sy0, sx0), window, core, factor, dtype, (height, width), members)
             if cache is None:
                 task = dask.delayed(_predict_block, pure=True)(*args)
             else:

@@ -156,7 +156,9 @@ class PixNet(TrainedModel):
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_tiles(self, images: torch.Tensor | np.ndarray, offset=None, extent=None) -> torch.Tensor:
+    def predict_tiles(
+        self, images: torch.Tensor | np.ndarray, offset=None, extent=None, members: bool = False
+    ) -> torch.Tensor:
         """Dense maps of RGB tiles.
 
         The decoder's attention sees, around each pixel, a window of one training patch, so a tile of any size
@@ -170,6 +172,8 @@ class PixNet(TrainedModel):
         offset, extent
             Where the tiles lie in the whole map: unused, PixNet's map depends on the image only (kept for the
             interface shared with :meth:`pixnet.image2gene.Image2Gene.predict_tiles`).
+        members
+            Each ensemble member's map instead of their mean: ``(B, n_models, n_genes, H, W)``.
 
         Returns
         -------
@@ -181,17 +185,22 @@ class PixNet(TrainedModel):
         self.network.eval()
         device = self.device
         x = x.to(device)
+        chosen = range(self.network.n_members) if members else [None]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            if not self.config.dihedral_average:
-                return self.network(x).float()
-            total = None
-            for k in range(4):
-                for flip in (False, True):
-                    turned = torch.rot90(x, k, dims=(-2, -1))
-                    density = self.network(turned.flip(-1) if flip else turned).float()
-                    density = torch.rot90(density.flip(-1) if flip else density, -k, dims=(-2, -1))
-                    total = density if total is None else total + density
-            return total / 8
+            maps = [self._predict_member(x, member) for member in chosen]
+        return torch.stack(maps, dim=1) if members else maps[0]
+
+    def _predict_member(self, x: torch.Tensor, member: int | None) -> torch.Tensor:
+        if not self.config.dihedral_average:
+            return self.network(x, member=member).float()
+        total = None
+        for k in range(4):
+            for flip in (False, True):
+                turned = torch.rot90(x, k, dims=(-2, -1))
+                density = self.network(turned.flip(-1) if flip else turned, member=member).float()
+                density = torch.rot90(density.flip(-1) if flip else density, -k, dims=(-2, -1))
+                total = density if total is None else total + density
+        return total / 8
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:

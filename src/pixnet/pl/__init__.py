@@ -4,7 +4,7 @@ Every function returns its matplotlib figure or axes and writes the picture to `
 """
 
 from ._metrics import pcc_distribution, scatter
-from ._spatial import dense_map, expression
+from ._spatial import dense_map, expression, uncertainty
 from ._training import training_curves
 
-__all__ = ["dense_map", "expression", "pcc_distribution", "scatter", "training_curves"]
+__all__ = ["dense_map", "expression", "pcc_distribution", "scatter", "training_curves", "uncertainty"]

@@ -22,7 +22,7 @@ from ..metrics import gene_metrics
 from ..tl._evaluate import paired_values
 from ._utils import finish
 
-__all__ = ["MapWindow", "dense_map", "expression", "map_window"]
+__all__ = ["MapWindow", "dense_map", "expression", "map_window", "uncertainty"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in level-0 image pixels
 
@@ -234,6 +234,41 @@ def dense_map(
     """
     window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
     return _draw_map(sdata, window, 0, alpha, cmap, vmin, vmax, ax, save)
+
+
+def uncertainty(
+    sdata: SpatialData,
+    gene: str,
+    key_added: str = "pixnet",
+    *,
+    image: str | None = None,
+    region: Box | None = None,
+    max_size: int = 1024,
+    cmap: str = "magma",
+    save: str | Path | None = None,
+) -> Figure:
+    """One gene's dense map beside its uncertainty: the per-pixel standard deviation over an ensemble's members.
+
+    Needs the maps of ``pixnet.tl.predict(..., uncertainty=True)`` (``{key_added}_map`` and ``{key_added}_std``).
+    Each panel has its own colour scale (1st to 99th percentile of the window); other parameters are as for
+    :func:`dense_map`.
+
+    Examples
+    --------
+    >>> pixnet.tl.predict(sdata, shapes="bins_8um", uncertainty=True, cache=True)  # doctest: +SKIP
+    >>> fig = pixnet.pl.uncertainty(sdata, "ERBB2", region=(0, 0, 2000, 2000))  # doctest: +SKIP
+
+    """
+    std_name = f"{key_added}_std"
+    if std_name not in sdata.images:
+        raise KeyError(f"No image element {std_name!r}; run pixnet.tl.predict(..., uncertainty=True) first.")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), layout="constrained")
+    for ax, name, title in zip(axes, (f"{key_added}_map", std_name), ("prediction", "ensemble std"), strict=True):
+        window = map_window(sdata, [gene], name, image=image, region=region, max_size=max_size)
+        _draw_map(sdata, window, 0, 0.7, cmap, None, None, ax, None)
+        ax.set_title(f"{gene}: {title}")
+    finish(fig, save)
+    return fig
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .._inputs import _regions, _table_for
-from ..metrics import gene_metrics, summarize_metrics
+from ..metrics import gene_metrics, summarize_metrics, uncertainty_calibration
 from ..pp import Normalization, normalize
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class Paired:
     measured_table: ad.AnnData
     measured_name: str
     normalization: Normalization
+    std: np.ndarray | None = None  # the predicted table's layers["std"], rows as predicted
 
 
 def paired_values(
@@ -119,7 +120,11 @@ def paired_values(
     values = matched[:, genes].X
     values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)
     truth = normalize(measured_table, genes, units, area_um2=area).astype(np.float64)
-    return Paired(values, truth, genes, predicted_table, predicted_name, measured_table, measured_name, units)
+    std = None
+    if "std" in matched.layers:
+        std = matched[:, genes].layers["std"]
+        std = np.asarray(std.toarray() if hasattr(std, "toarray") else std, np.float64)
+    return Paired(values, truth, genes, predicted_table, predicted_name, measured_table, measured_name, units, std)
 
 
 def evaluate(
@@ -178,7 +183,9 @@ def evaluate(
     section) with columns ``pcc_f`` (first quartile of the per-gene PCC), ``pcc_s`` (median), ``pcc_m`` (mean),
     ``mse``, ``mae`` (means over genes), ``std_ratio`` and ``slope`` (calibration: medians over genes of the
     predictions' spread relative to the measurements' and of the slope of measured on predicted; both 1 when
-    calibrated), ``n_spots``, ``n_genes`` and ``n_constant``. With ``per_gene=True``,
+    calibrated), ``n_spots``, ``n_genes`` and ``n_constant``; where the predictions have ``layers["std"]``
+    (``pixnet.tl.predict(..., uncertainty=True)``), also ``coverage_50``, ``coverage_90`` and
+    ``error_std_spearman`` over all rows (see :func:`pixnet.metrics.uncertainty_calibration`). With ``per_gene=True``,
     one row per section and gene (see :func:`pixnet.metrics.gene_metrics`).
 
     Examples
@@ -200,6 +207,9 @@ def evaluate(
     if mode == "pooled":
         summary.index = pd.Index(["pooled"], name="section")
         per_gene_table["section"] = "pooled"
+    if pair.std is not None:  # over all rows, also per section
+        for key, value in uncertainty_calibration(pair.predicted, pair.measured, pair.std).items():
+            summary[key] = value
     logger.info("Evaluated %s against %s: %s", pair.predicted_name, pair.measured_name, summary.iloc[-1].to_dict())
     if key_added is not None:
         pair.predicted_table.uns[key_added] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 import warnings
@@ -56,6 +57,7 @@ def _shape_table(
     uns: dict,
     area_um2: np.ndarray | None = None,
     fraction_inside: np.ndarray | None = None,
+    layers: dict | None = None,
 ) -> ad.AnnData:
     """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
     n = len(shapes)
@@ -77,9 +79,13 @@ def _shape_table(
         obs["area_um2"] = area_um2[order]
     if fraction_inside is not None and (fraction_inside < 1).any():  # only for shapes cut by the image's edge
         obs["fraction_inside"] = fraction_inside[order]
-    if not np.array_equal(order, np.arange(n)):
+    reorder = not np.array_equal(order, np.arange(n))
+    if reorder:
         values = values[order]
-    table = ad.AnnData(X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)))
+    layers = {k: (v[order] if reorder else v).astype(np.float32) for k, v in (layers or {}).items()}
+    table = ad.AnnData(
+        X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)), layers=layers or None
+    )
     table.obsm["spatial"] = _instance_centres(sdata, shapes.name, shapes.kind)[order]
     table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
     return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
@@ -105,6 +111,7 @@ def predict(
     write: bool = False,
     table_memory_limit: int = 2**31,
     cache: MapCache | bool = False,
+    uncertainty: bool = False,
     progress: bool = True,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
@@ -155,10 +162,18 @@ def predict(
         Keep computed chunks of the map for every later read of it (plots, :func:`aggregate`, ``.compute()``),
         so that the model runs once per chunk: a :class:`MapCache` (in memory with a size bound, or in a scratch
         folder), or ``True`` for one in memory of at most 2 GiB. Without it each read runs the model again.
+    uncertainty
+        For an ensemble (a model trained with ``n_models`` >= 2): also add ``{key_added}_std``, the map of each
+        pixel's standard deviation over the members' maps, and ``layers["std"]`` in each table, the standard
+        deviation over the members of each shape's prediction (each member's own sum over the shape, in the
+        table's units). The members' sums are computed exactly, so no assumption about how pixel errors
+        correlate within a shape is needed; it measures how much the members disagree, not the noise of a
+        measurement (see :doc:`/evaluation` for its calibration on held-out spots).
     progress
         Show a progress bar.
     copy
-        Return ``{"map": ..., "tables": {...}}`` instead of adding the elements to ``sdata``.
+        Return ``{"map": ..., "tables": {...}}`` (and ``"std"`` with ``uncertainty``) instead of adding the
+        elements to ``sdata``.
     resolve_kwargs
         Extra arguments for :func:`pixnet.resolve_inputs`.
 
@@ -197,12 +212,19 @@ def predict(
             UserWarning,
             stacklevel=2,
         )
-    map_name = f"{key_added}_map"
+    n_models = getattr(model.config, "n_models", 1)
+    if uncertainty and n_models < 2:
+        raise ValueError(
+            "uncertainty=True needs an ensemble: train with n_models=2 or more (the 'cpu' preset's default), "
+            f"this model has {n_models}."
+        )
+    map_name, std_name = f"{key_added}_map", f"{key_added}_std"
     table_names = {name: f"{key_added}_{name}" for name in inputs.shapes}
     if write and copy:
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
+    map_names = [map_name, std_name] if uncertainty else [map_name]
     if not copy:
-        _check_free(sdata, [map_name, *table_names.values()], overwrite)
+        _check_free(sdata, [*map_names, *table_names.values()], overwrite)
 
     height, width = inputs.image.data.shape[1:]
     for name, resolved in inputs.shapes.items():
@@ -212,18 +234,31 @@ def predict(
                 f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
                 "they belong to this image."
             )
-    names = [map_name, *table_names.values()]
+    names = [*map_names, *table_names.values()]
     with StoreTransaction(sdata, names, overwrite) if write else contextlib.nullcontext() as transaction:
         cache = MapCache() if cache is True else cache or None
-        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype, cache)
+        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype, cache, members=uncertainty)
+        if write and uncertainty:  # the members' maps once on disk: the mean, the spread and the sums read them
+            dense.to_zarr(f"{transaction.scratch}/members.zarr")
+            dense = da.from_zarr(f"{transaction.scratch}/members.zarr")
         level0_per_level = _levels_ratio(sdata, inputs.image)
         transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
-        map_element = Image2DModel.parse(
-            dense, dims=("c", "y", "x"), c_coords=model.genes, transformations=transformations
-        )
-
+        maps = {map_name: dense}
+        if uncertainty:
+            stacked = dense.reshape(n_models, len(model.genes), *dense.shape[1:])
+            maps = {map_name: stacked.mean(axis=0).astype(dtype), std_name: stacked.std(axis=0).astype(dtype)}
+        elements = {
+            name: Image2DModel.parse(
+                values, dims=("c", "y", "x"), c_coords=list(model.genes), transformations=transformations
+            )
+            for name, values in maps.items()
+        }
         if write:
-            dense = transaction.stage("images", map_name, map_element).data  # aggregation must not run the model again
+            for name, element in elements.items():
+                staged = transaction.stage("images", name, element).data
+                if not uncertainty:
+                    dense = staged  # aggregation must not run the model again
+        map_element = elements[map_name]
         tables = {}
         for name, resolved in inputs.shapes.items():
             spans, _, area_px = resolved_spans(resolved, factor)
@@ -237,26 +272,35 @@ def predict(
                     name,
                 )
             uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
-            n_bytes = len(resolved) * len(model.genes) * 8
+            if uncertainty:
+                uns["std"] = "standard deviation over the ensemble's members of each shape's prediction"
+            channels = dense.shape[0]
+            n_bytes = len(resolved) * channels * 8
             with tempfile.TemporaryDirectory(prefix="sums-", dir=transaction.scratch if write else None) as scratch:
                 out = None
                 if write and n_bytes > table_memory_limit:
-                    rows = max(1, min(len(resolved), 2**20 // max(len(model.genes), 1)))
+                    rows = max(1, min(len(resolved), 2**20 // max(channels, 1)))
                     out = zarr.create_array(
                         f"{scratch}/sums.zarr",
-                        shape=(len(resolved), len(model.genes)),
-                        chunks=(rows, len(model.genes)),
+                        shape=(len(resolved), channels),
+                        chunks=(rows, channels),
                         dtype="float64",
                         fill_value=0.0,
                     )
                 sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
                 del spans
+                read_out = functools.partial(_read_out, model.normalization, n_models if uncertainty else 1)
                 if out is None:
-                    values = model.normalization.transform(sums)
+                    values, spread = read_out(sums, "mean"), read_out(sums, "std")
                 else:
-                    values = da.from_zarr(out).map_blocks(model.normalization.transform, dtype=np.float64)
+                    blocks = da.from_zarr(out)
+                    chunks = (blocks.chunks[0], (len(model.genes),))
+                    values, spread = (
+                        blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in ("mean", "std")
+                    )
                 area_um2 = area_px * inside * model.microns_per_pixel**2
-                table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside)
+                layers = {"std": spread} if uncertainty else None
+                table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
                 if write:
                     transaction.stage("tables", table_names[name], table)
                 else:
@@ -267,12 +311,27 @@ def predict(
     if write:
         return None
     if copy:
-        return {"map": map_element, "tables": tables}
-    _drop(sdata, [map_name, *tables])
-    sdata.images[map_name] = map_element
+        return {"map": map_element, **({"std": elements[std_name]} if uncertainty else {}), "tables": tables}
+    _drop(sdata, [*map_names, *tables])
+    for name, element in elements.items():
+        sdata.images[name] = element
     for name, table in tables.items():
         sdata.tables[name] = table
     return None
+
+
+def _read_out(normalization, n_models: int, sums: np.ndarray, part: str) -> np.ndarray:
+    """Per-shape sums of the map (``n_models`` members' channels side by side) in the model's target units.
+
+    ``part="mean"``: the ensemble's prediction (the transform of the mean of the members' sums, which is the
+    sum of the mean map); ``"std"``: the standard deviation over the members of their own predictions.
+    """
+    members = sums.reshape(len(sums), n_models, -1)
+    if part == "mean":
+        return normalization.transform(members.mean(axis=1))
+    if n_models == 1:
+        return np.zeros_like(members[:, 0])
+    return np.stack([normalization.transform(members[:, m]) for m in range(n_models)], axis=1).std(axis=1)
 
 
 def _add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:

@@ -349,7 +349,9 @@ def _train_epoch(
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
     totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+    n_models = model.config.n_models
+    member = f"model {alone.index + 1}/{n_models}, " if n_models > 1 else ""
+    bar = tqdm(batches, desc=f"{member}epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
     for step, chosen in enumerate(bar):
         for param_group in optimizer.param_groups:
             param_group["lr"] = schedule(epoch + step / len(batches))

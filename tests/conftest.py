@@ -61,3 +61,33 @@ def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decode
         n_models=n_models,
     )
     return PixNet.build(config)
+
+
+def killed_at_rename(monkeypatch, kill_at: int, action) -> bool:
+    """Run ``action()`` with a KeyboardInterrupt at pixnet's ``kill_at``-th rename or replace; whether it finished.
+
+    Only renames called from pixnet's modules count (zarr's own file writes pass through).
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    rename, replace, calls = Path.rename, os.replace, []
+
+    def counted(original, *args):
+        if sys._getframe(2).f_globals.get("__name__", "").startswith("pixnet"):  # the caller of rename / replace
+            calls.append(args)
+            if len(calls) == kill_at:
+                raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(Path, "rename", lambda *a: counted(rename, *a))
+    monkeypatch.setattr(os, "replace", lambda *a: counted(replace, *a))
+    try:
+        action()
+        return True
+    except KeyboardInterrupt:
+        return False
+    finally:
+        monkeypatch.setattr(Path, "rename", rename)
+        monkeypatch.setattr(os, "replace", replace)

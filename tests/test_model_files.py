@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_pixnet
+from conftest import killed_at_rename, tiny_pixnet
 from safetensors.torch import load_file, save_file
 
 from pixnet._atomic import folder_lock, replace_folder, staging_folder
@@ -115,26 +114,9 @@ def test_a_save_killed_at_every_rename_leaves_the_old_model_or_the_new_one(saved
     models = [tiny_pixnet(), tiny_pixnet()]
     with torch.no_grad():
         models[1].network.head.bias.fill_(0.5)
-    rename, replace = Path.rename, os.replace
     current = 0
     for kill_at in itertools.count(1):
-        calls = []
-
-        def counted(original, *args, calls=calls, kill_at=kill_at):
-            calls.append(args)
-            if len(calls) == kill_at:
-                raise KeyboardInterrupt
-            return original(*args)
-
-        monkeypatch.setattr(Path, "rename", lambda *a: counted(rename, *a))
-        monkeypatch.setattr(os, "replace", lambda *a: counted(replace, *a))
-        try:
-            models[1 - current].save(saved, overwrite=True)
-            finished = True
-        except KeyboardInterrupt:
-            finished = False
-        monkeypatch.setattr(Path, "rename", rename)
-        monkeypatch.setattr(os, "replace", replace)
+        finished = killed_at_rename(monkeypatch, kill_at, lambda: models[1 - current].save(saved, overwrite=True))  # noqa: B023
         loaded = load_model(saved)  # the next reader completes what the kill left
         same = [_same_weights(loaded, m) for m in models]
         assert any(same), f"killed at rename {kill_at}: neither model"

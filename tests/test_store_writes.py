@@ -1,14 +1,13 @@
 """Writing a map and its tables into a store is one transaction: all old or all new, whatever is killed when."""
 
 import itertools
-import os
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import spatialdata
+from conftest import killed_at_rename
 
 import pixnet
 import pixnet._store
@@ -73,29 +72,15 @@ def test_a_kill_at_every_rename_leaves_all_old_or_all_new(store, models, monkeyp
         return np.asarray(copy["tables"][TABLE].X)
 
     expected = [table_of(m) for m in models]
-    rename, replace = Path.rename, os.replace
     writing = 0
     for kill_at in itertools.count(1):
         writing = 1 - writing  # alternate the models, so that old and new always differ
-        calls = []
-
-        def counted(original, *args, calls=calls, kill_at=kill_at):
-            caller = sys._getframe(2).f_globals.get("__name__", "")  # who called the patched rename / replace
-            if caller.startswith("pixnet"):  # not zarr's own file writes
-                calls.append(args)
-                if len(calls) == kill_at:
-                    raise KeyboardInterrupt
-            return original(*args)
-
-        monkeypatch.setattr(Path, "rename", lambda *a: counted(rename, *a))
-        monkeypatch.setattr(os, "replace", lambda *a: counted(replace, *a))
-        try:
-            pixnet.tl.predict(spatialdata.read_zarr(store), shapes=SPOTS, model=models[writing], overwrite=True, **KW)
-            finished = True
-        except KeyboardInterrupt:
-            finished = False
-        monkeypatch.setattr(Path, "rename", rename)
-        monkeypatch.setattr(os, "replace", replace)
+        backed = spatialdata.read_zarr(store)
+        finished = killed_at_rename(
+            monkeypatch,
+            kill_at,
+            lambda: pixnet.tl.predict(backed, shapes=SPOTS, model=models[writing], overwrite=True, **KW),  # noqa: B023
+        )
         table = np.asarray(pixnet.io.read(store).tables[TABLE].X)  # the next open repairs what the kill left
         matches = [np.allclose(table, e, rtol=1e-5) for e in expected]
         assert any(matches), f"killed at rename {kill_at}: the table is neither model's"

@@ -290,16 +290,17 @@ def predict(
                 sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
                 del spans
                 read_out = functools.partial(_read_out, model.normalization, n_models if uncertainty else 1)
+                parts = ("mean", "std") if uncertainty else ("mean",)
                 if out is None:
-                    values, spread = read_out(sums, "mean"), read_out(sums, "std")
+                    values, *spread = (read_out(sums, part) for part in parts)
                 else:
                     blocks = da.from_zarr(out)
                     chunks = (blocks.chunks[0], (len(model.genes),))
-                    values, spread = (
-                        blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in ("mean", "std")
+                    values, *spread = (
+                        blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in parts
                     )
                 area_um2 = area_px * inside * model.microns_per_pixel**2
-                layers = {"std": spread} if uncertainty else None
+                layers = {"std": spread[0]} if uncertainty else None
                 table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
                 if write:
                     transaction.stage("tables", table_names[name], table)
@@ -329,8 +330,6 @@ def _read_out(normalization, n_models: int, sums: np.ndarray, part: str) -> np.n
     members = sums.reshape(len(sums), n_models, -1)
     if part == "mean":
         return normalization.transform(members.mean(axis=1))
-    if n_models == 1:
-        return np.zeros_like(members[:, 0])
     return np.stack([normalization.transform(members[:, m]) for m in range(n_models)], axis=1).std(axis=1)
 
 

@@ -9,9 +9,9 @@ import spatialdata_io
 import torch
 
 import pixnet
-from pixnet._spans import span_sums
-from pixnet.training._data import build_section, split_by_region
-from pixnet.training._loss import pearson_per_gene
+from pixnet.data.patches import build_section, split_by_region
+from pixnet.data.spans import span_sums
+from pixnet.training.loss import pearson_per_gene
 
 
 def read_hd(folder, bin_size=None, bins_as_squares=True):

@@ -30,8 +30,8 @@ def _peak_mb() -> float:
 def _model(n_genes: int, width: int):
     import torch
 
-    from pixnet.model import PixNet, PixNetConfig
-    from pixnet.models import EncoderConfig
+    from pixnet.models.pixnet import PixNet, PixNetConfig
+    from pixnet.nn import EncoderConfig
 
     torch.manual_seed(0)
     genes = [f"SYN{i:03d}" for i in range(n_genes)]
@@ -148,8 +148,8 @@ def run_slide(size_um: float, bins: int, width: int, out: Path, write: bool) -> 
 def run_aggregation(map_px: int, n_genes: int, out: Path) -> dict:
     import dask.array as da
 
-    from pixnet._aggregate import aggregate_spans
-    from pixnet._spans import shape_spans
+    from pixnet.data.spans import shape_spans
+    from pixnet.dense.aggregate import aggregate_spans
 
     path = out / "map.zarr"
     rng = da.random.default_rng(0)
@@ -190,8 +190,8 @@ def run_vs_spatialdata(map_px: int, n_genes: int, which: str) -> dict:
     import spatialdata
     from spatialdata.models import Image2DModel, Labels2DModel
 
-    from pixnet._aggregate import aggregate_spans
-    from pixnet._spans import shape_spans
+    from pixnet.data.spans import shape_spans
+    from pixnet.dense.aggregate import aggregate_spans
 
     rng = np.random.default_rng(0)
     values = rng.random((n_genes, map_px, map_px), dtype=np.float32)

@@ -47,7 +47,7 @@ def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decode
     import torch
 
     import pixnet
-    from pixnet.model import PixNet, PixNetConfig
+    from pixnet.models import PixNet, PixNetConfig
 
     torch.manual_seed(0)
     config = PixNetConfig(
@@ -56,7 +56,7 @@ def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decode
         normalization=pixnet.pp.Normalization("total_log").to_dict(),
         microns_per_pixel=microns_per_pixel,
         patch_size=64,
-        encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
+        encoder=pixnet.nn.EncoderConfig("resnet18").to_dict(),
         decoder_width=decoder_width,
         n_models=n_models,
     )

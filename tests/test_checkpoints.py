@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_pixnet
 
 import pixnet
-from pixnet.training._loop import EpochTracker, TrainingConfig, learning_rate_schedule
+from pixnet.training.loop import EpochTracker, TrainingConfig, learning_rate_schedule
 
 
 def _tracker(model, config, checkpoint_dir=None, resume=None):
@@ -85,7 +85,7 @@ def test_checkpoint_is_one_folder(tmp_path):
         "model.safetensors",
         "trainer_state.pt",
     ]
-    assert pixnet.model.load_model(tmp_path / "last").genes == model.genes
+    assert pixnet.models.load_model(tmp_path / "last").genes == model.genes
 
 
 @pytest.mark.parametrize(

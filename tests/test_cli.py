@@ -119,4 +119,4 @@ def test_train_checkpoints_and_resumes_from_the_command_line(hd_folder, tmp_path
     assert (checkpoints / "last" / "trainer_state.pt").is_file()
     resumed = [*args, "--epochs", "2", "--resume", str(checkpoints), "--out", str(tmp_path / "b")]  # the last wins
     assert main(resumed) == 0
-    assert pixnet.model.load_model(tmp_path / "b").epochs_trained == 2
+    assert pixnet.models.load_model(tmp_path / "b").epochs_trained == 2

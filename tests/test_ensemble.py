@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 import pixnet
-from pixnet.model import PixNet
-from pixnet.models import PixNetNetwork, create_encoder
-from pixnet.training._loop import EpochTracker
+from pixnet.models import PixNet
+from pixnet.nn import PixNetNetwork, create_encoder
+from pixnet.training.loop import EpochTracker
 
 SMALL = {
     "preset": "cpu",

@@ -11,9 +11,9 @@ from conftest import read_visium_hd
 
 import pixnet
 from pixnet.datasets import synthetic_visium_hd
-from pixnet.image2gene import Image2Gene, Image2GeneConfig
-from pixnet.models import EncoderConfig
-from pixnet.training._loss import expression_correlation, gene_moments, image2gene_loss
+from pixnet.models import Image2Gene, Image2GeneConfig
+from pixnet.nn import EncoderConfig
+from pixnet.training.loss import expression_correlation, gene_moments, image2gene_loss
 
 GENES = [f"G{i}" for i in range(6)]
 
@@ -91,14 +91,14 @@ def test_save_and_load_round_trip(tmp_path):
     model = _model()
     model.set_bank(F.normalize(torch.randn(5, 16), dim=1), torch.rand(5, len(GENES)))
     model.save(tmp_path / "i2g")
-    loaded = pixnet.model.load_model(tmp_path / "i2g")
+    loaded = pixnet.models.load_model(tmp_path / "i2g")
     assert isinstance(loaded, Image2Gene)
     assert json.loads(json.dumps(asdict(model.config))) == asdict(loaded.config)
     patches = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     positions = torch.rand(3, 2)
     torch.testing.assert_close(loaded.knn(loaded.embed(patches, positions)), model.knn(model.embed(patches, positions)))
     with pytest.raises(ValueError, match="load_model"):
-        pixnet.model.PixNet.load(tmp_path / "i2g")
+        pixnet.models.PixNet.load(tmp_path / "i2g")
     with pytest.raises(ValueError, match="weighting"):
         _model(weighting="gaussian")
 

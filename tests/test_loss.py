@@ -1,6 +1,6 @@
 import torch
 
-from pixnet.training._loss import pearson_per_gene, pixnet_loss
+from pixnet.training.loss import pearson_per_gene, pixnet_loss
 
 
 def test_pcc_matches_numpy_and_constant_genes_are_zero_with_finite_gradients():

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 import pixnet
-from pixnet._cache import download
-from pixnet._spans import shape_spans, span_sums
-from pixnet.model import PixNet
-from pixnet.models import PixNetNetwork, create_encoder
-from pixnet.models._decoder import LinearAttention
-from pixnet.models._resnet import ResNet18Pyramid
-from pixnet.models._weights import load_checkpoint_file
+from pixnet.data.spans import shape_spans, span_sums
+from pixnet.models import PixNet
+from pixnet.nn import PixNetNetwork, create_encoder
+from pixnet.nn.decoder import LinearAttention
+from pixnet.nn.resnet import ResNet18Pyramid
+from pixnet.nn.weights import load_checkpoint_file
+from pixnet.utils.downloads import download
 
 
 def _sums(density, spans, n):
@@ -241,7 +241,7 @@ def test_checkpoints_and_resume_continue_the_same_run(small_spots, tmp_path, met
     a, b = load_file(straight / "last" / "model.safetensors"), load_file(split / "last" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
-    assert type(pixnet.model.load_model(split / "last")) is type(resumed)
+    assert type(pixnet.models.load_model(split / "last")) is type(resumed)
     with pytest.raises(FileNotFoundError, match="No training checkpoint"):
         pixnet.tl.train(small_spots, epochs=1, resume=tmp_path / "nothing", **TRAIN)
 

@@ -12,8 +12,8 @@ import torch
 from conftest import killed_at_rename, tiny_pixnet
 from safetensors.torch import load_file, save_file
 
-from pixnet._atomic import folder_lock, replace_folder, staging_folder
-from pixnet.model import PixNet, load_model
+from pixnet.models import PixNet, load_model
+from pixnet.utils.atomic import folder_lock, replace_folder, staging_folder
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import shapely
 from spatialdata.transformations import get_transformation
 
 import pixnet
-from pixnet._aggregate import aggregate_spans
-from pixnet._spans import shape_spans
+from pixnet.data.spans import shape_spans
+from pixnet.dense.aggregate import aggregate_spans
 
 TRAIN = {
     "preset": "paper",
@@ -173,7 +173,7 @@ def test_distributed_equals_local(model):
 def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, monkeypatch):
     import spatialdata
 
-    import pixnet._dense
+    import pixnet.dense.lazy_map
 
     spatialdata_store = tmp_path / "sample.zarr"
     pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=12, seed=9).write(spatialdata_store)
@@ -190,7 +190,7 @@ def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, mon
         pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", **kwargs)
 
     calls = {"n": 0}
-    original = pixnet._dense._predict_block
+    original = pixnet.dense.lazy_map._predict_block
 
     def failing(*args, **kw):
         calls["n"] += 1
@@ -198,7 +198,7 @@ def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, mon
             raise RuntimeError("disk full")
         return original(*args, **kw)
 
-    monkeypatch.setattr(pixnet._dense, "_predict_block", failing)
+    monkeypatch.setattr(pixnet.dense.lazy_map, "_predict_block", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", overwrite=True, **kwargs)
     after = spatialdata.read_zarr(spatialdata_store)

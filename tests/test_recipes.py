@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import pixnet
-from pixnet.models import EncoderConfig, PixNetNetwork, create_encoder
-from pixnet.models.network import bilinear_at, bilinear_sums
-from pixnet.training._pyramids import ALIGN, dihedral_variants, pad_image, variant_box
+from pixnet.nn import EncoderConfig, PixNetNetwork, create_encoder
+from pixnet.nn.pixnet import bilinear_at, bilinear_sums
 from pixnet.training.presets import PRESETS, TrainingPreset, resolve_preset
+from pixnet.training.pyramids import ALIGN, dihedral_variants, pad_image, variant_box
 
 
 def test_bilinear_at_the_pixels_equals_upsampling_the_whole_map():
@@ -116,7 +116,7 @@ def test_same_seed_same_cached_model(spots):
 
 
 def test_dihedral_average_is_equivariant_to_rotations_and_flips():
-    config = pixnet.model.PixNetConfig(
+    config = pixnet.models.PixNetConfig(
         genes=["a", "b"],
         gene_selection={"method": "list", "params": {}},
         normalization=pixnet.pp.Normalization("total_log").to_dict(),
@@ -127,7 +127,7 @@ def test_dihedral_average_is_equivariant_to_rotations_and_flips():
         output_stride=4,
     )
     torch.manual_seed(0)
-    model = pixnet.model.PixNet.build(config)
+    model = pixnet.models.PixNet.build(config)
     tile = torch.rand(1, 3, 64, 64)
     plain = model.predict_tiles(tile)
     assert not torch.allclose(torch.rot90(plain, 1, dims=(-2, -1)), model.predict_tiles(torch.rot90(tile, 1, (-2, -1))))

@@ -10,7 +10,7 @@ import spatialdata
 from conftest import killed_at_rename
 
 import pixnet
-import pixnet._store
+import pixnet.dense.store
 
 TRAIN = {"preset": "paper", "encoder_weights": "random", "decoder_width": 8, "patch_size": 64, "n_top_genes": 4}
 SPOTS, TABLE = "synthetic_visium_spots", "pixnet_synthetic_visium_spots"

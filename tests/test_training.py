@@ -8,13 +8,13 @@ import torch
 from conftest import read_visium_hd
 
 import pixnet
-from pixnet._spans import shape_spans, span_sums
+from pixnet.data.patches import Batch, build_section, split_by_region
+from pixnet.data.spans import shape_spans, span_sums
 from pixnet.datasets import synthetic_truth, synthetic_visium_hd
-from pixnet.models import PixNetNetwork, create_encoder
-from pixnet.training._augment import augment_images, draw_augmentations, undo_augmentation
-from pixnet.training._data import Batch, build_section, split_by_region
-from pixnet.training._loop import _predict_batch
-from pixnet.training._loss import pearson_per_gene
+from pixnet.nn import PixNetNetwork, create_encoder
+from pixnet.training.augment import augment_images, draw_augmentations, undo_augmentation
+from pixnet.training.loop import predict_batch
+from pixnet.training.loss import pearson_per_gene
 
 SEED, N_GENES = 3, 16
 
@@ -46,7 +46,7 @@ def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
         batch.images = augment_images(images, ops)
     model = types.SimpleNamespace(normalization=types.SimpleNamespace(transform=lambda x: x))
     with torch.no_grad():
-        sparse, _ = _predict_batch(model, batch, ops, network=network)
+        sparse, _ = predict_batch(model, batch, ops, network=network)
         maps = network(batch.images)
         dense = span_sums(
             undo_augmentation(maps, ops) if augmented else maps,

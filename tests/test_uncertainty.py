@@ -9,7 +9,7 @@ import spatialdata
 from conftest import tiny_pixnet
 
 import pixnet
-from pixnet.model import PixNet
+from pixnet.models import PixNet
 
 matplotlib.use("Agg")
 GENES = ("SYN000", "SYN001", "SYN002")

@@ -2,8 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baseline, datasets, image2gene, io, metrics, model, pl, pp, tl
-from ._inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
+from . import data, datasets, dense, io, metrics, models, nn, pl, pp, tl
+from .data import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
+from .models import Image2Gene, PixNet
 
 try:
     __version__ = version("pixnet")
@@ -11,17 +12,20 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 __all__ = [
+    "Image2Gene",
+    "PixNet",
     "ResolvedImage",
     "ResolvedInputs",
     "ResolvedShapes",
-    "baseline",
     "bin_shapes",
+    "data",
     "datasets",
+    "dense",
     "find_shapes",
-    "image2gene",
     "io",
     "metrics",
-    "model",
+    "models",
+    "nn",
     "pl",
     "pp",
     "resolve_inputs",

@@ -103,8 +103,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     from . import tl
     from .io import describe_folder
-    from .model import load_model
-    from .training._loop import resolve_device
+    from .models.pixnet import load_model
+    from .training.loop import resolve_device
 
     model = load_model(args.model, device=resolve_device(args.device))
     kind, _ = describe_folder(args.input)
@@ -166,7 +166,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet, echo=print)
 

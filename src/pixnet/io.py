@@ -107,7 +107,7 @@ def read(path: str | Path, section: str | None = None) -> SpatialData:
     if kind == "zarr":
         import spatialdata
 
-        from ._store import recover_store
+        from .dense.store import recover_store
 
         recover_store(path)  # a pixnet write that was killed mid-swap is completed first
         return spatialdata.read_zarr(path)

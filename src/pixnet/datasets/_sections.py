@@ -17,7 +17,7 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
-from .._cache import cache_dir, download
+from ..utils.downloads import cache_dir, download
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import anndata as ad
 import numpy as np
 from spatialdata import SpatialData
 
-from .._inputs import find_shapes, resolve_inputs
-from .._spans import shape_spans
+from ..data.inputs import find_shapes, resolve_inputs
+from ..data.spans import shape_spans
 from ._tissue import SyntheticTissue
 
 __all__ = ["synthetic_truth"]

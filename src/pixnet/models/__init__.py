@@ -1,6 +1,7 @@
-"""Networks and encoders."""
+"""The user-facing models: PixNet, Image2Gene and the spot baselines, with their configs and save/load."""
 
-from .encoders import ENCODERS, EncoderConfig, create_encoder
-from .network import PixNetNetwork
+from .baseline import SpotBaseline
+from .image2gene import Image2Gene, Image2GeneConfig
+from .pixnet import PixNet, PixNetConfig, load_model
 
-__all__ = ["ENCODERS", "EncoderConfig", "PixNetNetwork", "create_encoder"]
+__all__ = ["Image2Gene", "Image2GeneConfig", "PixNet", "PixNetConfig", "SpotBaseline", "load_model"]

@@ -17,7 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Polygon, Rectangle
 from spatialdata import SpatialData
 
-from .._inputs import ResolvedShapes, _affine, _levels, _regions, resolve_inputs
+from ..data.geometry import affine_matrix
+from ..data.images import pyramid_levels
+from ..data.inputs import ResolvedShapes, resolve_inputs
+from ..data.tables import table_regions
 from ..metrics import gene_metrics
 from ..tl._evaluate import paired_values
 from ._utils import finish
@@ -29,7 +32,7 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in level-0 image pixel
 
 def _background(sdata: SpatialData, image: str, box: Box, max_size: int) -> tuple[np.ndarray, list[float]]:
     """The H&E inside ``box`` at the finest level no larger than ``max_size`` px, and its imshow extent."""
-    levels = _levels(sdata.images[image])
+    levels = pyramid_levels(sdata.images[image])
     width0 = levels[0].sizes["x"]
     side = max(box[2] - box[0], box[3] - box[1])
     level = next((lv for lv in levels if side * lv.sizes["x"] / width0 <= max_size), levels[-1])
@@ -122,7 +125,7 @@ def expression(
     --------
     >>> import pixnet
     >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
-    >>> model = pixnet.model.PixNet.load("her2st_model")  # doctest: +SKIP
+    >>> model = pixnet.models.PixNet.load("her2st_model")  # doctest: +SKIP
     >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
     >>> fig = pixnet.pl.expression(
     ...     sdata, model.genes[:2], "pixnet_C2_spots", map_name="pixnet_map", save="expression.png"
@@ -131,7 +134,7 @@ def expression(
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
     pair = paired_values(sdata, predicted, measured, genes=genes)
-    regions = _regions(pair.measured_table)
+    regions = table_regions(pair.measured_table)
     if len(regions) != 1:
         raise ValueError(f"The measured table annotates {regions}; plot one shapes element at a time.")
     inputs = resolve_inputs(sdata, image, regions[0], pair.measured_name, level=0, require_pixel_size=False)
@@ -301,13 +304,15 @@ def map_window(
         raise KeyError(
             f"No image element {map_name!r}; run pixnet.tl.predict first (elements: {sorted(sdata.images)})."
         )
-    dense = _levels(sdata.images[map_name])[0]
+    dense = pyramid_levels(sdata.images[map_name])[0]
     missing = [g for g in genes if g not in dense.coords["c"].values]
     if missing:
         raise ValueError(f"{missing} are not channels of {map_name!r}.")
     inputs = resolve_inputs(sdata, image, [], level=0, require_pixel_size=False)
     cs = inputs.image.coordinate_system
-    map_to_image = np.linalg.inv(_affine(sdata.images[inputs.image.name], cs)) @ _affine(sdata.images[map_name], cs)
+    map_to_image = np.linalg.inv(affine_matrix(sdata.images[inputs.image.name], cs)) @ affine_matrix(
+        sdata.images[map_name], cs
+    )
     scale = float(map_to_image[0, 0])
     if region is None:
         region = (0.0, 0.0, dense.sizes["x"] * scale, dense.sizes["y"] * scale)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..model import PixNet
+from ..models.pixnet import PixNet
 from ._utils import finish
 
 __all__ = ["training_curves"]

@@ -1,6 +1,6 @@
 """Tools: training, prediction, aggregation and evaluation (functional API in the style of ``squidpy.tl``)."""
 
-from .._map_cache import MapCache
+from ..dense.map_cache import MapCache
 from ..training.presets import PRESETS, TrainingPreset
 from ._baseline import predict_baseline, train_baseline
 from ._evaluate import evaluate

@@ -8,16 +8,16 @@ from collections.abc import Sequence
 import numpy as np
 from spatialdata import SpatialData
 
-from .._inputs import resolve_inputs
-from .._spans import resolved_spans
-from ..baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator, spot_patches
-from ..model import PixNet
-from ..models import EncoderConfig
+from ..data.inputs import resolve_inputs
+from ..data.patches import build_section, section_crop
+from ..data.spans import resolved_spans
+from ..dense.elements import add_tables, check_names_free, shape_table
+from ..models.baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator, spot_patches
+from ..models.pixnet import PixNet
+from ..nn import EncoderConfig
 from ..pp import Normalization, select_genes
-from ..training._data import build_section, section_crop
-from ..training._loop import resolve_device
+from ..training.loop import resolve_device
 from ..training.presets import PRESETS
-from ._predict import _add_tables, _check_free, _shape_table
 from ._train import resolve_sections
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def train_baseline(
     sdata, image, shapes, table
         As for :func:`pixnet.tl.train` (one object or one per section).
     method
-        ``"ridge"``, ``"knn"`` or ``"mean"``, see :class:`~pixnet.baseline.SpotBaseline`.
+        ``"ridge"``, ``"knn"`` or ``"mean"``, see :class:`~pixnet.models.SpotBaseline`.
     like
         A PixNet model whose genes, normalisation, working resolution, patch size and encoder (its pretrained
         weights, not its fine-tuned ones) to share; these then override the arguments below.
@@ -79,7 +79,7 @@ def train_baseline(
 
     Returns
     -------
-    The fitted :class:`~pixnet.baseline.SpotBaseline`.
+    The fitted :class:`~pixnet.models.SpotBaseline`.
 
     Examples
     --------
@@ -195,7 +195,7 @@ def predict_baseline(
     )
     names = {name: f"{key_added or baseline.method}_{name}" for name in inputs.shapes}
     if not copy:
-        _check_free(sdata, list(names.values()), overwrite)
+        check_names_free(sdata, list(names.values()), overwrite)
     extractor = None
     if baseline.encoder is not None:
         extractor = FeatureExtractor(baseline.encoder, baseline.params["seed"], resolve_device(device))
@@ -214,5 +214,5 @@ def predict_baseline(
             x = np.zeros((len(centres), 1), np.float32)
         values = baseline.estimator.predict(x)
         area_um2 = area_px * baseline.microns_per_pixel**2
-        tables[names[name]] = _shape_table(sdata, resolved, values, baseline.genes, uns, area_um2)
-    return _add_tables(sdata, tables, copy)
+        tables[names[name]] = shape_table(sdata, resolved, values, baseline.genes, uns, area_um2)
+    return add_tables(sdata, tables, copy)

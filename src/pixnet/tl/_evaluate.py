@@ -11,7 +11,7 @@ import pandas as pd
 from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
-from .._inputs import _regions, _table_for
+from ..data import tables
 from ..metrics import gene_metrics, summarize_metrics, uncertainty_calibration
 from ..pp import Normalization, normalize
 
@@ -102,10 +102,10 @@ def paired_values(
     """
     predicted_table, predicted_name = _table(sdata, predicted, "predicted")
     if measured is None:
-        regions = _regions(predicted_table)
+        regions = tables.table_regions(predicted_table)
         if sdata is None or len(regions) != 1:
             raise ValueError("Cannot find the measured table by itself: pass measured= (a table name or AnnData).")
-        measured = _table_for(sdata, regions[0], None, required=True)
+        measured = tables.measured_table(sdata, regions[0], None, required=True)
     measured_table, measured_name = _table(sdata, measured, "measured")
     if "pixnet" in measured_table.uns and normalization is None:
         raise ValueError(f"The measured table {measured_name!r} is a pixnet output, not a measurement.")

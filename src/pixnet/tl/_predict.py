@@ -8,24 +8,23 @@ import logging
 import tempfile
 import warnings
 
-import anndata as ad
 import dask.array as da
 import numpy as np
-import pandas as pd
-import shapely
 import zarr
 from spatialdata import SpatialData
-from spatialdata.models import Image2DModel, TableModel, get_table_keys
+from spatialdata.models import Image2DModel
 from spatialdata.transformations import Scale, Sequence, get_transformation
 
-from .._aggregate import aggregate_spans
-from .._dense import lazy_dense_map
-from .._inputs import ResolvedShapes, _levels, resolve_inputs
-from .._map_cache import MapCache
-from .._registry import recall
-from .._spans import inside_fraction, overlaps_box, resolved_spans
-from .._store import StoreTransaction
-from ..model import PixNet
+from ..data.images import pyramid_levels
+from ..data.inputs import resolve_inputs
+from ..data.spans import inside_fraction, overlaps_box, resolved_spans
+from ..dense.aggregate import aggregate_spans
+from ..dense.elements import add_tables, check_names_free, shape_table
+from ..dense.lazy_map import lazy_dense_map
+from ..dense.map_cache import MapCache
+from ..dense.store import StoreTransaction
+from ..models.pixnet import PixNet
+from ..models.registry import recall
 
 logger = logging.getLogger(__name__)
 
@@ -36,65 +35,6 @@ def _map_transformations(sdata: SpatialData, image_name: str, level0_px_per_map_
     """The image's transformations, preceded by the map-to-image scale: the map lies exactly over the image."""
     scale = Scale([level0_px_per_map_px] * 2, axes=("x", "y"))
     return {cs: Sequence([scale, t]) for cs, t in get_transformation(sdata.images[image_name], get_all=True).items()}
-
-
-def _instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
-    """Shape centres in the element's own coordinates (what spatialdata-io stores in ``obsm['spatial']``)."""
-    geometry = sdata.shapes[name].geometry.to_numpy()
-    if kind == "circle":
-        return shapely.get_coordinates(geometry)
-    if kind == "square":  # the bounds' middle: no new geometries for millions of bins
-        bounds = shapely.bounds(geometry)
-        return np.column_stack([bounds[:, [0, 2]].mean(axis=1), bounds[:, [1, 3]].mean(axis=1)])
-    return shapely.get_coordinates(shapely.centroid(geometry))
-
-
-def _shape_table(
-    sdata,
-    shapes: ResolvedShapes,
-    values: np.ndarray,
-    var_names,
-    uns: dict,
-    area_um2: np.ndarray | None = None,
-    fraction_inside: np.ndarray | None = None,
-    layers: dict | None = None,
-) -> ad.AnnData:
-    """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
-    n = len(shapes)
-    if shapes.table is not None:
-        measured = shapes.shape_positions
-        rest = np.setdiff1d(np.arange(n), measured)
-        order = np.concatenate([measured, rest])
-        _, region_key, instance_key = get_table_keys(shapes.table)
-        obs = shapes.table.obs.drop(columns=[region_key]).copy()  # keeps e.g. array_row / array_col
-        if len(rest):
-            extra = pd.DataFrame({instance_key: shapes.index[rest].to_numpy()}, index=[f"unmeasured_{i}" for i in rest])
-            obs = pd.concat([obs, extra])
-    else:
-        order = np.arange(n)
-        region_key, instance_key = "region", "instance_id"
-        obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
-    obs[region_key] = pd.Categorical([shapes.name] * n)
-    if area_um2 is not None:  # the normalisation of measured counts needs it (extensive units)
-        obs["area_um2"] = area_um2[order]
-    if fraction_inside is not None and (fraction_inside < 1).any():  # only for shapes cut by the image's edge
-        obs["fraction_inside"] = fraction_inside[order]
-    reorder = not np.array_equal(order, np.arange(n))
-    if reorder:
-        values = values[order]
-    layers = {k: (v[order] if reorder else v).astype(np.float32) for k, v in (layers or {}).items()}
-    table = ad.AnnData(
-        X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)), layers=layers or None
-    )
-    table.obsm["spatial"] = _instance_centres(sdata, shapes.name, shapes.kind)[order]
-    table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
-    return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
-
-
-def _check_free(sdata: SpatialData, names: list[str], overwrite: bool) -> None:
-    taken = [n for n in names if n in sdata.images or n in sdata.tables or n in sdata.shapes]
-    if taken and not overwrite:
-        raise ValueError(f"Elements {taken} exist already; pass overwrite=True to replace them, or another key_added.")
 
 
 def predict(
@@ -224,7 +164,7 @@ def predict(
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
     map_names = [map_name, std_name] if uncertainty else [map_name]
     if not copy:
-        _check_free(sdata, [*map_names, *table_names.values()], overwrite)
+        check_names_free(sdata, [*map_names, *table_names.values()], overwrite)
 
     height, width = inputs.image.data.shape[1:]
     for name, resolved in inputs.shapes.items():
@@ -301,7 +241,7 @@ def predict(
                     )
                 area_um2 = area_px * inside * model.microns_per_pixel**2
                 layers = {"std": spread[0]} if uncertainty else None
-                table = _shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
+                table = shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
                 if write:
                     transaction.stage("tables", table_names[name], table)
                 else:
@@ -333,17 +273,6 @@ def _read_out(normalization, n_models: int, sums: np.ndarray, part: str) -> np.n
     return np.stack([normalization.transform(members[:, m]) for m in range(n_models)], axis=1).std(axis=1)
 
 
-def _add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:
-    """Return the tables with ``copy``, else add them to ``sdata`` (replacing any of the same names)."""
-    if copy:
-        return tables
-    for name, table in tables.items():
-        if name in sdata.tables:
-            del sdata.tables[name]
-        sdata.tables[name] = table
-    return None
-
-
 def _drop(sdata: SpatialData, names: list[str]) -> None:
     """Remove in-memory elements (only; files on disk are handled by the store writer)."""
     for name in names:
@@ -354,7 +283,7 @@ def _drop(sdata: SpatialData, names: list[str]) -> None:
 
 def _levels_ratio(sdata: SpatialData, image) -> float:
     """Level-0 pixels per pixel of the resolved level."""
-    levels = _levels(sdata.images[image.name])
+    levels = pyramid_levels(sdata.images[image.name])
     return levels[0].sizes["x"] / levels[image.level].sizes["x"]
 
 
@@ -407,12 +336,12 @@ def aggregate(
     prefix = key_added or f"{image}_{agg}"
     names = {name: f"{prefix}_{name}" for name in inputs.shapes}
     if not copy:
-        _check_free(sdata, list(names.values()), overwrite)
+        check_names_free(sdata, list(names.values()), overwrite)
     data = inputs.image.data
     tables = {}
     for name, resolved in inputs.shapes.items():
         spans, _, _ = resolved_spans(resolved)
         values = aggregate_spans(data.data, spans, len(resolved), agg=agg, progress=progress)
         uns = {"image": image, "agg": agg}  # the "pixnet" key marks the table as derived, not measured
-        tables[names[name]] = _shape_table(sdata, resolved, values, [str(c) for c in data.coords["c"].values], uns)
-    return _add_tables(sdata, tables, copy)
+        tables[names[name]] = shape_table(sdata, resolved, values, [str(c) for c in data.coords["c"].values], uns)
+    return add_tables(sdata, tables, copy)

@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 from spatialdata import SpatialData
 
-from .._inputs import resolve_inputs
-from .._registry import remember
-from ..image2gene import WEIGHTINGS, Image2Gene, Image2GeneConfig
-from ..model import PixNet, PixNetConfig
-from ..models import ENCODERS, EncoderConfig
+from ..data.inputs import resolve_inputs
+from ..data.patches import build_section, split_by_region, split_by_section
+from ..models.image2gene import WEIGHTINGS, Image2Gene, Image2GeneConfig
+from ..models.pixnet import PixNet, PixNetConfig
+from ..models.registry import remember
+from ..nn import ENCODERS, EncoderConfig
 from ..pp import Normalization, check_counts, select_genes
-from ..training._data import build_section, split_by_region, split_by_section
-from ..training._image2gene import fit_image2gene
-from ..training._loop import TrainingConfig, fit
+from ..training.image2gene import fit_image2gene
+from ..training.loop import TrainingConfig, fit
 from ..training.presets import TrainingPreset, resolve_preset
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def train(
     With ``method="image2gene"``, an encoder and a learnable embedding of spot positions are trained instead, so
     that the cosine self-similarity of the spots' embeddings matches the Pearson correlation of their
     expression profiles; the model then predicts by kNN among the training spots in that space (see
-    :class:`~pixnet.image2gene.Image2Gene`). Data, genes, normalisation, splits, seeds, progress, history and
+    :class:`~pixnet.models.Image2Gene`). Data, genes, normalisation, splits, seeds, progress, history and
     checkpoints are the same for both.
 
     Parameters
@@ -162,7 +162,7 @@ def train(
         Patch side in working pixels (Image2Gene: the patch centred on each spot; for Visium spots at 4 µm/px,
         64 px = 256 µm).
     encoder, encoder_weights
-        See :func:`pixnet.models.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder,
+        See :func:`pixnet.nn.create_encoder` (``encoder_weights="ciga"`` is the paper's histology encoder,
         ``"random"`` no pretrained weights).
     decoder_width
         Channels of the deepest decoder stage (the paper: 512).
@@ -217,7 +217,7 @@ def train(
 
     Returns
     -------
-    The trained :class:`~pixnet.model.PixNet` or :class:`~pixnet.image2gene.Image2Gene`; it is also recorded as
+    The trained :class:`~pixnet.models.PixNet` or :class:`~pixnet.models.Image2Gene`; it is also recorded as
     the model of each training object.
 
     Examples

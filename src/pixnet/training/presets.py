@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ._loop import resolve_device
+from .loop import resolve_device
 
 __all__ = ["PRESETS", "TrainingPreset", "resolve_preset"]
 
@@ -22,7 +22,7 @@ class TrainingPreset:
     microns_per_pixel, patch_size
         Working resolution and training patch side (pixels).
     encoder, encoder_weights, freeze_encoder
-        The encoder (see :func:`pixnet.models.create_encoder`) and whether it is trained.
+        The encoder (see :func:`pixnet.nn.create_encoder`) and whether it is trained.
     decoder_width, output_stride
         Channels of the deepest decoder stage; the stride at which the decoder stops (the density is upsampled
         bilinearly from there).
@@ -35,10 +35,10 @@ class TrainingPreset:
         averaging) instead of the best epoch's; 0: the best epoch's (by validation loss, else training loss).
     n_models
         Decoders trained one after another on the frozen encoder (each for ``epochs``), whose maps are averaged
-        (see :class:`~pixnet.model.PixNetConfig`).
+        (see :class:`~pixnet.models.PixNetConfig`).
     dihedral_average
         The trained model predicts each tile in its eight rotations and flips and averages the maps (see
-        :class:`~pixnet.model.PixNetConfig`).
+        :class:`~pixnet.models.PixNetConfig`).
 
     Examples
     --------

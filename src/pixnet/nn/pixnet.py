@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._decoder import PixNetDecoder
+from .decoder import PixNetDecoder
 from .encoders import EncoderConfig
 
 __all__ = ["MemberNetwork", "PixNetNetwork"]
@@ -20,7 +20,7 @@ class PixNetNetwork(nn.Module):
     encoder
         A pyramid encoder (five feature maps at strides 2..32) with a ``channels`` attribute.
     encoder_config
-        Its :class:`~pixnet.models.EncoderConfig` (the input normalisation is taken from it).
+        Its :class:`~pixnet.nn.EncoderConfig` (the input normalisation is taken from it).
     n_genes
         Output channels.
     decoder_width
@@ -40,6 +40,15 @@ class PixNetNetwork(nn.Module):
     n_members
         Decoders (each with its head) sharing the encoder: a deep ensemble whose maps are averaged. Member 0 is
         ``decoder`` / ``head`` (the layout of single models); the others are in ``ensemble``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixnet.nn import PixNetNetwork, create_encoder
+    >>> encoder, config = create_encoder("resnet18")
+    >>> network = PixNetNetwork(encoder, config, n_genes=10, decoder_width=64, output_stride=4).eval()
+    >>> network(torch.rand(1, 3, 64, 64)).shape
+    torch.Size([1, 10, 64, 64])
 
     """
 

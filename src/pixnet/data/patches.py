@@ -9,10 +9,10 @@ import numpy as np
 import shapely
 import torch
 
-from .._inputs import ResolvedInputs
-from .._raster import read_resampled
-from .._spans import Spans, resolved_spans
 from ..pp import Normalization, normalize
+from .inputs import ResolvedInputs
+from .raster import read_resampled
+from .spans import Spans, resolved_spans
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .pp import Normalization
+from ..pp import Normalization
 
 
 class TrainedModel:

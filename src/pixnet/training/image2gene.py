@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..baseline import spot_patches
-from ..image2gene import Image2Gene
-from ._augment import augment_images, draw_augmentations
-from ._data import Section
-from ._distributed import Distributed
-from ._loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, resolve_device
-from ._loss import gene_moments, image2gene_loss, pearson_per_gene
+from ..data.patches import Section
+from ..models.baseline import spot_patches
+from ..models.image2gene import Image2Gene
+from .augment import augment_images, draw_augmentations
+from .distributed import Distributed
+from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, resolve_device
+from .loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._cache import cache_dir, download
-from ._resnet import ResNet18Pyramid
-from ._weights import CIGA_URL, load_backbone, load_checkpoint_file
+from ..utils.downloads import cache_dir, download
+from .resnet import ResNet18Pyramid
+from .weights import CIGA_URL, load_backbone, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ class EncoderConfig:
     Examples
     --------
     >>> import pixnet
-    >>> config = pixnet.models.EncoderConfig("resnet18", "ciga")
+    >>> config = pixnet.nn.EncoderConfig("resnet18", "ciga")
     >>> config.to_dict()["weights"]
     'ciga'
-    >>> pixnet.models.EncoderConfig.from_dict(config.to_dict()) == config
+    >>> pixnet.nn.EncoderConfig.from_dict(config.to_dict()) == config
     True
-    >>> _, config = pixnet.models.create_encoder("resnet18", "ciga")  # downloads the weights  # doctest: +SKIP
+    >>> _, config = pixnet.nn.create_encoder("resnet18", "ciga")  # downloads the weights  # doctest: +SKIP
 
     """
 
@@ -134,7 +134,7 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
 
     Examples
     --------
-    >>> from pixnet.models import create_encoder
+    >>> from pixnet.nn import create_encoder
     >>> encoder, config = create_encoder("resnet18")
     >>> encoder.channels
     (64, 64, 128, 256, 512)

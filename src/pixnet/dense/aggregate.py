@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._spans import Spans, span_sums
+from ..data.spans import Spans, span_sums
 
 __all__ = ["aggregate_spans"]
 

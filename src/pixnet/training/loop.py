@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._persist import WEIGHTS, load_tensors, read_record
-from .._spans import span_pixels, span_sums
-from ..model import PixNet
-from ._augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
-from ._data import Batch, Section, make_batch, sample_patches
-from ._distributed import Distributed
-from ._loss import gene_moments, image2gene_loss, pixnet_loss
-from ._pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_image
+from ..data.patches import Batch, Section, make_batch, sample_patches
+from ..data.spans import span_pixels, span_sums
+from ..models.persist import WEIGHTS, load_tensors, read_record
+from ..models.pixnet import PixNet
+from .augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
+from .distributed import Distributed
+from .loss import gene_moments, image2gene_loss, pixnet_loss
+from .pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_image
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def _predict_batch(
+def predict_batch(
     model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False, features=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eq. 9 sums of the (augmented) patches' maps over the batch's shapes, in the model's normalisation.
@@ -368,7 +368,7 @@ def _train_epoch(
             ops = [ops[i] for i in mine] if ops is not None else None
             if ops is not None:
                 batch.images = augment_images(batch.images, ops)
-        pred, embeddings = _predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary, features=features)
+        pred, embeddings = predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary, features=features)
         targets = group.gather(batch.targets)
         loss, parts = pixnet_loss(group.gather(pred), targets, group.gather(batch.group), config.pcc_weight)
         if auxiliary:
@@ -413,7 +413,7 @@ def evaluate(
         chosen = patches[i : i + config.batch_size]
         batch = make_batch(sections, chosen, size, groups).to(device)
         features = None if cache is None else cache.batch(chosen, [0] * len(chosen), size, device)
-        preds.append(_predict_batch(model, batch, amp=device.type == "cuda", network=network, features=features)[0])
+        preds.append(predict_batch(model, batch, amp=device.type == "cuda", network=network, features=features)[0])
         targets.append(batch.targets)
         group_ids.append(batch.group)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._augment import augment_images
-from ._data import Patch, Section
+from ..data.patches import Patch, Section
+from .augment import augment_images
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PyramidCache:
     Parameters
     ----------
     network
-        A :class:`~pixnet.models.PixNetNetwork` whose encoder stays frozen.
+        A :class:`~pixnet.nn.PixNetNetwork` whose encoder stays frozen.
     sections
         Training sections, their images padded by :func:`pad_image`.
     variants

@@ -7,9 +7,9 @@ import dask.array as da
 import numpy as np
 import torch
 
-from ._inputs import ResolvedImage
-from ._map_cache import MapCache, map_fingerprint
-from ._raster import resample_window, source_box
+from ..data.inputs import ResolvedImage
+from ..data.raster import resample_window, source_box
+from .map_cache import MapCache, map_fingerprint
 
 __all__ = ["lazy_dense_map"]
 
@@ -71,6 +71,15 @@ def lazy_dense_map(
     Returns
     -------
     The map and its pixels per image-level pixel.
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> from pixnet.dense import lazy_dense_map
+    >>> inputs = pixnet.resolve_inputs(sdata, target_microns_per_pixel=model.microns_per_pixel)  # doctest: +SKIP
+    >>> dense, factor = lazy_dense_map(model, inputs.image)  # doctest: +SKIP
+    >>> dense[:, :256, :256].compute().shape  # one tile of the model's genes  # doctest: +SKIP
+    (24, 256, 256)
 
     """
     if tile_size % _ALIGN or halo % _ALIGN:

@@ -19,14 +19,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ._atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
+from ..utils.atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -43,7 +43,7 @@ def save_folder(
 
     ``extra(folder)`` writes further files into the new folder before it is swapped in (training checkpoints
     keep their trainer state there, so that weights and state are one unit). A kill at any moment leaves the
-    old folder or the new one (see :mod:`pixnet._atomic`).
+    old folder or the new one (see :mod:`pixnet.utils.atomic`).
     """
     path = resolve_target(path)
     with folder_lock(path):
@@ -110,7 +110,7 @@ def read_record(path: str | Path, files: list[str], method: str | None = None) -
         )
     saved = record["config"].get("method", "pixnet")
     if method is not None and saved != method:
-        raise ValueError(f"{path} holds a {saved!r} model; load it with pixnet.model.load_model.")
+        raise ValueError(f"{path} holds a {saved!r} model; load it with pixnet.models.load_model.")
     for name, expected in (record.get("files") or {}).items():  # models saved before hashes have none
         if name in files and _sha256(path / name) != expected:
             raise ValueError(

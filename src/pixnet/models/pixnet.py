@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._base import TrainedModel
-from ._persist import (
+from ..nn import EncoderConfig, PixNetNetwork, create_encoder
+from .base import TrainedModel
+from .persist import (
     CONFIG,
     FORMAT_VERSION,
     WEIGHTS,
@@ -21,7 +22,6 @@ from ._persist import (
     read_record,
     save_folder,
 )
-from .models import EncoderConfig, PixNetNetwork, create_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class PixNetConfig:
     patch_size
         Training patch side in pixels.
     encoder
-        The encoder's :class:`~pixnet.models.EncoderConfig` as a dict.
+        The encoder's :class:`~pixnet.nn.EncoderConfig` as a dict.
     decoder_width
         Channels of the deepest decoder stage.
     decoder_norm
@@ -66,16 +66,16 @@ class PixNetConfig:
     Examples
     --------
     >>> import pixnet
-    >>> config = pixnet.model.PixNetConfig(
+    >>> config = pixnet.models.PixNetConfig(
     ...     genes=["SYN000", "SYN001"],
     ...     gene_selection={"method": "list", "params": {}},
     ...     normalization=pixnet.pp.Normalization("total_log").to_dict(),
     ...     microns_per_pixel=1.0,
     ...     patch_size=128,
-    ...     encoder=pixnet.models.EncoderConfig("resnet18").to_dict(),
+    ...     encoder=pixnet.nn.EncoderConfig("resnet18").to_dict(),
     ...     decoder_width=32,
     ... )
-    >>> pixnet.model.PixNet.build(config).genes
+    >>> pixnet.models.PixNet.build(config).genes
     ['SYN000', 'SYN001']
 
     """
@@ -112,7 +112,7 @@ class PixNet(TrainedModel):
     >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
     >>> model = pixnet.tl.train(sdata, shapes="bins_8um", epochs=5)  # doctest: +SKIP
     >>> path = model.save("pixnet_model")  # doctest: +SKIP
-    >>> model = pixnet.model.PixNet.load(path)  # doctest: +SKIP
+    >>> model = pixnet.models.PixNet.load(path)  # doctest: +SKIP
     >>> pixnet.tl.predict(sdata, shapes="bins_2um", model=model)  # doctest: +SKIP
     >>> sdata["pixnet_synthetic_square_002um"]  # doctest: +SKIP
 
@@ -171,7 +171,7 @@ class PixNet(TrainedModel):
             ``(B, 3, H, W)`` uint8, or float in [0, 1], at :attr:`microns_per_pixel`.
         offset, extent
             Where the tiles lie in the whole map: unused, PixNet's map depends on the image only (kept for the
-            interface shared with :meth:`pixnet.image2gene.Image2Gene.predict_tiles`).
+            interface shared with :meth:`pixnet.models.Image2Gene.predict_tiles`).
         members
             Each ensemble member's map instead of their mean: ``(B, n_models, n_genes, H, W)``.
 
@@ -232,12 +232,12 @@ class PixNet(TrainedModel):
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a saved :class:`PixNet` or :class:`~pixnet.image2gene.Image2Gene`, whichever ``path`` holds.
+    """Load a saved :class:`PixNet` or :class:`~pixnet.models.Image2Gene`, whichever ``path`` holds.
 
     Examples
     --------
     >>> import pixnet
-    >>> model = pixnet.model.load_model("her2st_model")  # doctest: +SKIP
+    >>> model = pixnet.models.load_model("her2st_model")  # doctest: +SKIP
 
     """
     from .image2gene import Image2Gene

@@ -15,8 +15,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from .models import EncoderConfig, create_encoder
-from .pp import Normalization
+from ..nn import EncoderConfig, create_encoder
+from ..pp import Normalization
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,12 @@ class SpotBaseline:
     genes, normalization, microns_per_pixel, patch_size
         As for PixNet: targets, units, working resolution and the patch side (working pixels) around each spot.
     encoder
-        The frozen encoder's :class:`~pixnet.models.EncoderConfig` (``None`` for ``"mean"``).
+        The frozen encoder's :class:`~pixnet.nn.EncoderConfig` (``None`` for ``"mean"``).
 
     Examples
     --------
     >>> import pixnet
-    >>> model = pixnet.model.PixNet.load("her2st_model")  # doctest: +SKIP
+    >>> model = pixnet.models.PixNet.load("her2st_model")  # doctest: +SKIP
     >>> knn = pixnet.tl.train_baseline(pixnet.datasets.her2st("C3"), "knn", like=model, k=10)  # doctest: +SKIP
     >>> knn.method, knn.genes == model.genes  # doctest: +SKIP
     ('knn', True)

@@ -58,6 +58,7 @@ class ResNet18Pyramid(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features at strides 2, 4, 8, 16 and 32 of ``x`` ``(B, 3, H, W)``."""
         stem = self.relu(self.bn1(self.conv1(x)))
         c1 = self.layer1(self.maxpool(stem))
         c2 = self.layer2(c1)

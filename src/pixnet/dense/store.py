@@ -6,7 +6,7 @@ written beside the store, listing the renames that swap them in; then the rename
 consolidated metadata is rewritten and the journal removed. A kill before the journal leaves the store as it
 was (the staging is removed by the next write); a kill after it is rolled forward by the next pixnet open or
 write of the store (:func:`recover_store`), so the store ends with all old or all new elements, never a mix.
-Writers hold the store's lock (see :mod:`pixnet._atomic`) from the first check to the end.
+Writers hold the store's lock (see :mod:`pixnet.utils.atomic`) from the first check to the end.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import dask.array as da
 import zarr
 from spatialdata import SpatialData, read_zarr
 
-from ._atomic import folder_lock, resolve_target
+from ..utils.atomic import folder_lock, resolve_target
 
 logger = logging.getLogger(__name__)
 

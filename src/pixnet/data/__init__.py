@@ -1,0 +1,5 @@
+"""From SpatialData to what the networks see: resolved inputs, pixel sizes, Eq. 9 spans, image windows, patches."""
+
+from .inputs import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
+
+__all__ = ["ResolvedImage", "ResolvedInputs", "ResolvedShapes", "bin_shapes", "find_shapes", "resolve_inputs"]

@@ -1,0 +1,65 @@
+"""Image elements: pyramid levels, the level for a working resolution, RGB channels and 8-bit values."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import xarray as xr
+from spatialdata import get_pyramid_levels
+from xarray import DataTree
+
+from .raster import scale_to_uint8, value_range
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["as_uint8", "choose_level", "pyramid_levels", "rgb_channels"]
+
+
+def pyramid_levels(element) -> list[xr.DataArray]:
+    """The levels of a multiscale image, finest first (a single-scale image is one level)."""
+    if isinstance(element, DataTree):
+        return list(get_pyramid_levels(element))
+    return [element]
+
+
+def choose_level(levels: list[xr.DataArray], level0_mpp: float, target: float | None) -> int:
+    """The coarsest level whose pixels are no larger than ``target`` µm (level 0 without a target)."""
+    if target is None:
+        return 0
+    best = 0
+    for i, lv in enumerate(levels):
+        if level0_mpp * levels[0].sizes["x"] / lv.sizes["x"] <= target * 1.001:
+            best = i
+    return best
+
+
+def as_uint8(data: xr.DataArray, coarsest: xr.DataArray, name: str, image_range) -> xr.DataArray:
+    """The image lazily mapped to uint8 0-255, its value range checked on the coarsest level."""
+    if image_range is None:
+        if data.dtype == np.uint8:
+            return data
+        low, high = value_range(np.asarray(rgb_channels(coarsest, name).data), name)
+    else:
+        low, high = (float(v) for v in image_range)
+        if not high > low:
+            raise ValueError(f"image_range must be (low, high) with high > low, got {image_range}.")
+    return data.copy(data=data.data.map_blocks(scale_to_uint8, low, high, dtype=np.uint8))
+
+
+def rgb_channels(data: xr.DataArray, name: str) -> xr.DataArray:
+    """The image as ``(c, y, x)`` RGB, refusing anything but RGB or RGBA."""
+    if "c" not in data.dims:
+        raise ValueError(f"Image {name!r} has dims {data.dims}; expected (c, y, x).")
+    data = data.transpose("c", "y", "x")
+    n = data.sizes["c"]
+    if n == 4:
+        logger.info("Image %r is RGBA; using its RGB channels.", name)
+        return data.isel(c=slice(0, 3))
+    if n != 3:
+        kind = "grayscale" if n == 1 else f"{n}-channel"
+        raise ValueError(
+            f"Image {name!r} is {kind} ({n} channels); pixnet needs an RGB H&E image (3 channels, or RGBA). "
+            "Pass the H&E image element with image=."
+        )
+    return data

@@ -1,0 +1,85 @@
+"""New elements for SpatialData: tables of predicted shapes, checked names, and adding them to the object."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import shapely
+from spatialdata import SpatialData
+from spatialdata.models import TableModel, get_table_keys
+
+from ..data.inputs import ResolvedShapes
+
+__all__ = ["add_tables", "check_names_free", "instance_centres", "shape_table"]
+
+
+def instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
+    """Shape centres in the element's own coordinates (what spatialdata-io stores in ``obsm['spatial']``)."""
+    geometry = sdata.shapes[name].geometry.to_numpy()
+    if kind == "circle":
+        return shapely.get_coordinates(geometry)
+    if kind == "square":  # the bounds' middle: no new geometries for millions of bins
+        bounds = shapely.bounds(geometry)
+        return np.column_stack([bounds[:, [0, 2]].mean(axis=1), bounds[:, [1, 3]].mean(axis=1)])
+    return shapely.get_coordinates(shapely.centroid(geometry))
+
+
+def shape_table(
+    sdata,
+    shapes: ResolvedShapes,
+    values: np.ndarray,
+    var_names,
+    uns: dict,
+    area_um2: np.ndarray | None = None,
+    fraction_inside: np.ndarray | None = None,
+    layers: dict | None = None,
+) -> ad.AnnData:
+    """A table annotating ``shapes``: measured rows first, in the measured order, then the unmeasured shapes."""
+    n = len(shapes)
+    if shapes.table is not None:
+        measured = shapes.shape_positions
+        rest = np.setdiff1d(np.arange(n), measured)
+        order = np.concatenate([measured, rest])
+        _, region_key, instance_key = get_table_keys(shapes.table)
+        obs = shapes.table.obs.drop(columns=[region_key]).copy()  # keeps e.g. array_row / array_col
+        if len(rest):
+            extra = pd.DataFrame({instance_key: shapes.index[rest].to_numpy()}, index=[f"unmeasured_{i}" for i in rest])
+            obs = pd.concat([obs, extra])
+    else:
+        order = np.arange(n)
+        region_key, instance_key = "region", "instance_id"
+        obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
+    obs[region_key] = pd.Categorical([shapes.name] * n)
+    if area_um2 is not None:  # the normalisation of measured counts needs it (extensive units)
+        obs["area_um2"] = area_um2[order]
+    if fraction_inside is not None and (fraction_inside < 1).any():  # only for shapes cut by the image's edge
+        obs["fraction_inside"] = fraction_inside[order]
+    reorder = not np.array_equal(order, np.arange(n))
+    if reorder:
+        values = values[order]
+    layers = {k: (v[order] if reorder else v).astype(np.float32) for k, v in (layers or {}).items()}
+    table = ad.AnnData(
+        X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)), layers=layers or None
+    )
+    table.obsm["spatial"] = instance_centres(sdata, shapes.name, shapes.kind)[order]
+    table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
+    return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
+
+
+def check_names_free(sdata: SpatialData, names: list[str], overwrite: bool) -> None:
+    """Refuse names that ``sdata`` holds already, unless ``overwrite``."""
+    taken = [n for n in names if n in sdata.images or n in sdata.tables or n in sdata.shapes]
+    if taken and not overwrite:
+        raise ValueError(f"Elements {taken} exist already; pass overwrite=True to replace them, or another key_added.")
+
+
+def add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:
+    """Return the tables with ``copy``, else add them to ``sdata`` (replacing any of the same names)."""
+    if copy:
+        return tables
+    for name, table in tables.items():
+        if name in sdata.tables:
+            del sdata.tables[name]
+        sdata.tables[name] = table
+    return None

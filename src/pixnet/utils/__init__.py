@@ -1,0 +1,1 @@
+"""Helpers every layer shares: atomic folder replacement and the download cache."""

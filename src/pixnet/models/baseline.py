@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.dummy import DummyRegressor
-from sklearn.linear_model import RidgeCV
-from sklearn.neighbors import KNeighborsRegressor
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +59,14 @@ class FeatureExtractor:
 
 def make_estimator(method: str, n_samples: int, n_features: int, n_components: int, k: int) -> Pipeline:
     """The sklearn estimator of a baseline (standardise -> PCA -> ridge / cosine kNN; or the mean)."""
+    # scikit-learn is imported here, not with pixnet: only the baselines need it
+    from sklearn.decomposition import PCA
+    from sklearn.dummy import DummyRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if method == "mean":
         return make_pipeline(DummyRegressor(strategy="mean"))
     components = max(1, min(n_components, n_samples - 1, n_features))

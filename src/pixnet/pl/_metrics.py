@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+# pyplot is imported where a figure is drawn: `import pixnet` does not start a matplotlib backend
 from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -66,6 +66,8 @@ def pcc_distribution(
     ... )  # doctest: +SKIP
 
     """
+    import matplotlib.pyplot as plt
+
     if not results:
         raise ValueError("results is empty: pass {method name: per-gene results}.")
     values = {name: _per_gene(r, key)["pcc"].dropna().to_numpy() for name, r in results.items()}
@@ -118,6 +120,8 @@ def scatter(
     >>> ax = pixnet.pl.scatter(sdata, model.genes[0], "pixnet_C2_spots", save="scatter.png")  # doctest: +SKIP
 
     """
+    import matplotlib.pyplot as plt
+
     pair = paired_values(sdata, predicted, measured, genes=[gene])
     x, y = pair.measured[:, 0], pair.predicted[:, 0]
     pcc = gene_metrics(pair.predicted, pair.measured, [gene])["pcc"].iloc[0]

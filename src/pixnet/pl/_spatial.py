@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+# pyplot is imported where a figure is drawn: `import pixnet` does not start a matplotlib backend
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
-import matplotlib.pyplot as plt
 import numpy as np
 import shapely
 from matplotlib.axes import Axes
@@ -132,6 +132,8 @@ def expression(
     ... )  # doctest: +SKIP
 
     """
+    import matplotlib.pyplot as plt
+
     genes = [genes] if isinstance(genes, str) else list(genes)
     pair = paired_values(sdata, predicted, measured, genes=genes)
     regions = table_regions(pair.measured_table)
@@ -262,6 +264,8 @@ def uncertainty(
     >>> fig = pixnet.pl.uncertainty(sdata, "ERBB2", region=(0, 0, 2000, 2000))  # doctest: +SKIP
 
     """
+    import matplotlib.pyplot as plt
+
     std_name = f"{key_added}_std"
     if std_name not in sdata.images:
         raise KeyError(f"No image element {std_name!r}; run pixnet.tl.predict(..., uncertainty=True) first.")
@@ -330,6 +334,8 @@ def map_window(
 
 
 def _draw_map(sdata, window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:
+    import matplotlib.pyplot as plt
+
     values, region = window.values[index], window.region
     background, extent = _background(sdata, window.image, region, window.max_size)
     if ax is None:

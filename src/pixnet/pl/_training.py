@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+# pyplot is imported where a figure is drawn: `import pixnet` does not start a matplotlib backend
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -38,6 +38,8 @@ def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
     >>> fig = pixnet.pl.training_curves(model, save="training_curves.png")  # doctest: +SKIP
 
     """
+    import matplotlib.pyplot as plt
+
     history = model.history
     if not history:
         raise ValueError("The model has no training history (it was built, not trained).")

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, dense, io, metrics, models, nn, pl, pp, tl
+from . import constants, data, datasets, dense, io, metrics, models, nn, pl, pp, tl
 from .data import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
 from .models import Image2Gene, PixNet
 
@@ -18,6 +18,7 @@ __all__ = [
     "ResolvedInputs",
     "ResolvedShapes",
     "bin_shapes",
+    "constants",
     "data",
     "datasets",
     "dense",

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .constants import Keys
+
 logger = logging.getLogger("pixnet")
 
 EPILOG = (
@@ -138,7 +140,7 @@ def _predict(args: argparse.Namespace) -> None:
         if created:  # the store is this command's: a failed run leaves nothing behind
             shutil.rmtree(store, ignore_errors=True)
         raise
-    written = [f"{args.key_added}_map", *(n for n in sdata.tables if n.startswith(f"{args.key_added}_"))]
+    written = [Keys.map(args.key_added), *(n for n in sdata.tables if n.startswith(f"{args.key_added}_"))]
     print(f"Wrote {', '.join(written)} to {store}")
 
 
@@ -157,7 +159,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         constant_genes=args.constant_genes,
     )
     if args.per_gene is not None:
-        sdata.tables[args.predicted].uns["pixnet_evaluation"]["per_gene"].to_csv(args.per_gene, index=False)
+        sdata.tables[args.predicted].uns[Keys.EVALUATION]["per_gene"].to_csv(args.per_gene, index=False)
     with pd.option_context("display.width", 160):
         print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     if args.out is not None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .constants import Keys
+
 __all__ = ["run_demo"]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def run_demo(
 
     tl.predict(sdata, shapes=PREDICT_SHAPES, model=model, progress=progress)
     shapes = find_shapes(sdata, PREDICT_SHAPES)
-    predicted = f"pixnet_{shapes}"
+    predicted = Keys.table(Keys.PREFIX, shapes)
     truth = datasets.synthetic_truth(folder, sdata, shapes)
     summary = pd.concat(
         {
@@ -85,14 +87,14 @@ def run_demo(
     sdata.write(staged)
     shutil.rmtree(store, ignore_errors=True)
     staged.rename(store)
-    per_gene = sdata.tables[predicted].uns["pixnet_evaluation"]["per_gene"]
+    per_gene = sdata.tables[predicted].uns[Keys.EVALUATION]["per_gene"]
     best = per_gene.dropna(subset=["pcc"]).nlargest(3, "pcc")["gene"].tolist()
     figures = {
         "expression": out / "predicted_vs_measured.png",
         "pcc": out / "pcc_per_gene.png",
         "training": out / "training_curves.png",
     }
-    pl.expression(sdata, best, predicted, map_name="pixnet_map", save=figures["expression"])
+    pl.expression(sdata, best, predicted, map_name=Keys.map(Keys.PREFIX), save=figures["expression"])
     pl.pcc_distribution({"PixNet (2 µm bins)": sdata.tables[predicted]}, save=figures["pcc"])
     pl.training_curves(model, save=figures["training"])
     plt.close("all")

@@ -7,6 +7,8 @@ import pandas as pd
 from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
+from ..constants import Keys
+
 __all__ = ["get_table", "measured_table", "table_regions", "table_rows"]
 
 
@@ -39,7 +41,7 @@ def measured_table(sdata: SpatialData, shapes: str, table: str | None, required:
         return table
     # tables pixnet wrote (predictions, aggregates) are not measurements
     found = [
-        t for t in sdata.tables if shapes in table_regions(sdata.tables[t]) and "pixnet" not in sdata.tables[t].uns
+        t for t in sdata.tables if shapes in table_regions(sdata.tables[t]) and Keys.UNS not in sdata.tables[t].uns
     ]
     if len(found) > 1:
         raise ValueError(f"Several tables {found} annotate shapes {shapes!r}: pass table=.")

@@ -9,6 +9,7 @@ import shapely
 from spatialdata import SpatialData
 from spatialdata.models import TableModel, get_table_keys
 
+from ..constants import Keys
 from ..data.inputs import ResolvedShapes
 
 __all__ = ["add_tables", "check_names_free", "instance_centres", "shape_table"]
@@ -52,9 +53,9 @@ def shape_table(
         obs = pd.DataFrame({instance_key: shapes.index.to_numpy()}, index=shapes.index.astype(str))
     obs[region_key] = pd.Categorical([shapes.name] * n)
     if area_um2 is not None:  # the normalisation of measured counts needs it (extensive units)
-        obs["area_um2"] = area_um2[order]
+        obs[Keys.AREA] = area_um2[order]
     if fraction_inside is not None and (fraction_inside < 1).any():  # only for shapes cut by the image's edge
-        obs["fraction_inside"] = fraction_inside[order]
+        obs[Keys.FRACTION_INSIDE] = fraction_inside[order]
     reorder = not np.array_equal(order, np.arange(n))
     if reorder:
         values = values[order]
@@ -63,7 +64,7 @@ def shape_table(
         X=values.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(var_names)), layers=layers or None
     )
     table.obsm["spatial"] = instance_centres(sdata, shapes.name, shapes.kind)[order]
-    table.uns["pixnet"] = uns  # marks the table as pixnet's output, never taken for a measurement
+    table.uns[Keys.UNS] = uns  # marks the table as pixnet's output, never taken for a measurement
     return TableModel.parse(table, region=shapes.name, region_key=region_key, instance_key=instance_key)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from spatialdata import SpatialData
 
+from ..constants import Keys
 from ..metrics import gene_metrics
 from ..tl._evaluate import paired_values
 from ._utils import finish
@@ -32,7 +33,7 @@ def _per_gene(result: pd.DataFrame | ad.AnnData, key: str) -> pd.DataFrame:
 def pcc_distribution(
     results: Mapping[str, pd.DataFrame | ad.AnnData],
     *,
-    key: str = "pixnet_evaluation",
+    key: str = Keys.EVALUATION,
     ax: Axes | None = None,
     save: str | Path | None = None,
 ) -> Axes:

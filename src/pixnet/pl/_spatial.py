@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Polygon, Rectangle
 from spatialdata import SpatialData
 
+from ..constants import Keys
 from ..data.geometry import affine_matrix
 from ..data.images import pyramid_levels
 from ..data.inputs import ResolvedShapes, resolve_inputs
@@ -180,7 +181,7 @@ def expression(
 def dense_map(
     sdata: SpatialData,
     gene: str,
-    map_name: str = "pixnet_map",
+    map_name: str = Keys.map(Keys.PREFIX),
     *,
     image: str | None = None,
     region: Box | None = None,
@@ -244,7 +245,7 @@ def dense_map(
 def uncertainty(
     sdata: SpatialData,
     gene: str,
-    key_added: str = "pixnet",
+    key_added: str = Keys.PREFIX,
     *,
     image: str | None = None,
     region: Box | None = None,
@@ -266,11 +267,11 @@ def uncertainty(
     """
     import matplotlib.pyplot as plt
 
-    std_name = f"{key_added}_std"
+    std_name = Keys.std_map(key_added)
     if std_name not in sdata.images:
         raise KeyError(f"No image element {std_name!r}; run pixnet.tl.predict(..., uncertainty=True) first.")
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), layout="constrained")
-    for ax, name, title in zip(axes, (f"{key_added}_map", std_name), ("prediction", "ensemble std"), strict=True):
+    for ax, name, title in zip(axes, (Keys.map(key_added), std_name), ("prediction", "ensemble std"), strict=True):
         window = map_window(sdata, [gene], name, image=image, region=region, max_size=max_size)
         _draw_map(sdata, window, 0, 0.7, cmap, None, None, ax, None)
         ax.set_title(f"{gene}: {title}")
@@ -293,7 +294,7 @@ class MapWindow:
 def map_window(
     sdata: SpatialData,
     genes: Sequence[str],
-    map_name: str = "pixnet_map",
+    map_name: str = Keys.map(Keys.PREFIX),
     *,
     image: str | None = None,
     region: Box | None = None,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from spatialdata import SpatialData
 
+from ..constants import Keys
 from ..data.inputs import resolve_inputs
 from ..data.patches import build_section, section_crop
 from ..data.spans import resolved_spans
@@ -193,7 +194,7 @@ def predict_baseline(
     inputs = resolve_inputs(
         sdata, image, shape_list, target_microns_per_pixel=baseline.microns_per_pixel, **(resolve_kwargs or {})
     )
-    names = {name: f"{key_added or baseline.method}_{name}" for name in inputs.shapes}
+    names = {name: Keys.table(key_added or baseline.method, name) for name in inputs.shapes}
     if not copy:
         check_names_free(sdata, list(names.values()), overwrite)
     extractor = None

@@ -11,6 +11,7 @@ import pandas as pd
 from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
+from ..constants import Keys
 from ..data import tables
 from ..metrics import gene_metrics, summarize_metrics, uncertainty_calibration
 from ..pp import Normalization, normalize
@@ -64,7 +65,7 @@ def _match(predicted: ad.AnnData, measured: ad.AnnData) -> np.ndarray:
 def _normalization(predicted: ad.AnnData, normalization) -> Normalization:
     if normalization is not None:
         return normalization if isinstance(normalization, Normalization) else Normalization(normalization)
-    record = predicted.uns.get("pixnet", {}).get("normalization")
+    record = predicted.uns.get(Keys.UNS, {}).get("normalization")
     if record is None:
         raise ValueError(
             "The predicted table does not record its units (uns['pixnet']['normalization'], written by "
@@ -107,7 +108,7 @@ def paired_values(
             raise ValueError("Cannot find the measured table by itself: pass measured= (a table name or AnnData).")
         measured = tables.measured_table(sdata, regions[0], None, required=True)
     measured_table, measured_name = _table(sdata, measured, "measured")
-    if "pixnet" in measured_table.uns and normalization is None:
+    if Keys.UNS in measured_table.uns and normalization is None:
         raise ValueError(f"The measured table {measured_name!r} is a pixnet output, not a measurement.")
     genes = list(predicted_table.var_names) if genes is None else list(genes)
     for side, table in (("predicted", predicted_table), ("measured", measured_table)):
@@ -116,13 +117,13 @@ def paired_values(
             raise ValueError(f"{len(missing)} genes are missing from the {side} table, e.g. {missing[:5]}.")
     units = _normalization(predicted_table, normalization)
     matched = predicted_table[_match(predicted_table, measured_table)]
-    area = matched.obs["area_um2"].to_numpy(np.float64) if "area_um2" in matched.obs else None
+    area = matched.obs[Keys.AREA].to_numpy(np.float64) if Keys.AREA in matched.obs else None
     values = matched[:, genes].X
     values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)
     truth = normalize(measured_table, genes, units, area_um2=area).astype(np.float64)
     std = None
-    if "std" in matched.layers:
-        std = matched[:, genes].layers["std"]
+    if Keys.STD in matched.layers:
+        std = matched[:, genes].layers[Keys.STD]
         std = np.asarray(std.toarray() if hasattr(std, "toarray") else std, np.float64)
     return Paired(values, truth, genes, predicted_table, predicted_name, measured_table, measured_name, units, std)
 
@@ -137,7 +138,7 @@ def evaluate(
     section_key: str | None = None,
     constant_genes: str = "omit",
     normalization: str | Normalization | None = None,
-    key_added: str | None = "pixnet_evaluation",
+    key_added: str | None = Keys.EVALUATION,
     per_gene: bool = False,
 ) -> pd.DataFrame:
     """Compare predicted with measured expression: per-gene PCC, MSE, MAE and calibration, and PCC@F/S/M.

@@ -15,6 +15,7 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel
 from spatialdata.transformations import Scale, Sequence, get_transformation
 
+from ..constants import Keys
 from ..data.images import pyramid_levels
 from ..data.inputs import resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
@@ -43,7 +44,7 @@ def predict(
     model: PixNet | None = None,
     *,
     image: str | None = None,
-    key_added: str = "pixnet",
+    key_added: str = Keys.PREFIX,
     tile_size: int = 512,
     halo: int | None = None,
     dtype: str = "float32",
@@ -158,8 +159,8 @@ def predict(
             "uncertainty=True needs an ensemble: train with n_models=2 or more (the 'cpu' preset's default), "
             f"this model has {n_models}."
         )
-    map_name, std_name = f"{key_added}_map", f"{key_added}_std"
-    table_names = {name: f"{key_added}_{name}" for name in inputs.shapes}
+    map_name, std_name = Keys.map(key_added), Keys.std_map(key_added)
+    table_names = {name: Keys.table(key_added, name) for name in inputs.shapes}
     if write and copy:
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
     map_names = [map_name, std_name] if uncertainty else [map_name]
@@ -213,7 +214,7 @@ def predict(
                 )
             uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
             if uncertainty:
-                uns["std"] = "standard deviation over the ensemble's members of each shape's prediction"
+                uns[Keys.STD] = "standard deviation over the ensemble's members of each shape's prediction"
             channels = dense.shape[0]
             n_bytes = len(resolved) * channels * 8
             with tempfile.TemporaryDirectory(prefix="sums-", dir=transaction.scratch if write else None) as scratch:
@@ -240,7 +241,7 @@ def predict(
                         blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in parts
                     )
                 area_um2 = area_px * inside * model.microns_per_pixel**2
-                layers = {"std": spread[0]} if uncertainty else None
+                layers = {Keys.STD: spread[0]} if uncertainty else None
                 table = shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
                 if write:
                     transaction.stage("tables", table_names[name], table)
@@ -334,7 +335,7 @@ def aggregate(
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)
     inputs = resolve_inputs(sdata, image, shape_list, level=0, rgb=False, require_pixel_size=False)
     prefix = key_added or f"{image}_{agg}"
-    names = {name: f"{prefix}_{name}" for name in inputs.shapes}
+    names = {name: Keys.table(prefix, name) for name in inputs.shapes}
     if not copy:
         check_names_free(sdata, list(names.values()), overwrite)
     data = inputs.image.data

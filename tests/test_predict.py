@@ -107,6 +107,11 @@ def test_predict_adds_lazy_map_and_tables(hd_sdata, model):
     summed = np.zeros_like(large.X)
     np.add.at(summed, parent, small.X)
     np.testing.assert_allclose(summed, large.X, rtol=1e-4)
+    # every table says what made it
+    record, derived = table.uns["pixnet"], small.uns["pixnet"]
+    assert record["kind"] == "predict" and record["params"]["tile_size"] == 128
+    assert record["model_config"]["genes"] == model.genes and record["pixnet_version"] == pixnet.__version__
+    assert derived["kind"] == "aggregate" and derived["params"] == {"image": "pixnet_map", "agg": "sum"}
 
 
 def _affine(element, cs):

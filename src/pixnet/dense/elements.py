@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ from spatialdata.models import TableModel, get_table_keys
 from ..constants import Keys
 from ..data.inputs import ResolvedShapes
 
-__all__ = ["add_tables", "check_names_free", "instance_centres", "shape_table"]
+__all__ = ["add_tables", "check_names_free", "instance_centres", "provenance", "shape_table"]
 
 
 def instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
@@ -84,3 +87,30 @@ def add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:
             del sdata.tables[name]
         sdata.tables[name] = table
     return None
+
+
+def provenance(kind: str, params: dict, model=None) -> dict:
+    """A new table's ``uns["pixnet"]``: what made it (``kind``, ``params``), with which model and pixnet version.
+
+    A model contributes its ``repr``, its settings (``config``, or a baseline's ``params``) and the target
+    normalisation (which :func:`pixnet.tl.evaluate` needs to compare the table with counts).
+    """
+    from .. import __version__
+
+    record = {"kind": kind, "params": _storable(params), "pixnet_version": __version__}
+    if model is not None:
+        config = getattr(model, "config", None)
+        settings = asdict(config) if is_dataclass(config) else getattr(model, "params", {})
+        record.update(model=repr(model), model_config=_storable(settings), normalization=model.normalization.to_dict())
+    return record
+
+
+def _storable(value):
+    """``value`` as zarr and h5ad store it in ``uns``: no ``None``, lists for tuples, strings for paths."""
+    if isinstance(value, dict):
+        return {str(k): _storable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

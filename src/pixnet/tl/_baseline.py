@@ -12,7 +12,7 @@ from ..constants import Keys
 from ..data.inputs import resolve_inputs
 from ..data.patches import build_section, section_crop
 from ..data.spans import resolved_spans
-from ..dense.elements import add_tables, check_names_free, shape_table
+from ..dense.elements import add_tables, check_names_free, provenance, shape_table
 from ..models.baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator, spot_patches
 from ..models.pixnet import PixNet
 from ..nn import EncoderConfig
@@ -206,7 +206,7 @@ def predict_baseline(
             inputs, baseline.microns_per_pixel, baseline.patch_size // 2, measured_only=False
         )
     tables = {}
-    uns = {"baseline": repr(baseline), "normalization": baseline.normalization.to_dict()}
+    uns = provenance("predict_baseline", {}, baseline)
     for name, resolved in inputs.shapes.items():
         _, centres, area_px = resolved_spans(resolved, factor)
         if extractor is not None:

@@ -20,7 +20,7 @@ from ..data.images import pyramid_levels
 from ..data.inputs import resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
 from ..dense.aggregate import aggregate_spans
-from ..dense.elements import add_tables, check_names_free, shape_table
+from ..dense.elements import add_tables, check_names_free, provenance, shape_table
 from ..dense.lazy_map import lazy_dense_map
 from ..dense.map_cache import MapCache
 from ..dense.store import StoreTransaction
@@ -212,7 +212,8 @@ def predict(
                     len(resolved),
                     name,
                 )
-            uns = {"map": map_name, "agg": "sum", "normalization": model.normalization.to_dict(), "model": repr(model)}
+            params = {"map": map_name, "agg": "sum", "tile_size": tile_size, "halo": halo, "dtype": dtype}
+            uns = provenance("predict", params, model)
             if uncertainty:
                 uns[Keys.STD] = "standard deviation over the ensemble's members of each shape's prediction"
             channels = dense.shape[0]
@@ -343,6 +344,6 @@ def aggregate(
     for name, resolved in inputs.shapes.items():
         spans, _, _ = resolved_spans(resolved)
         values = aggregate_spans(data.data, spans, len(resolved), agg=agg, progress=progress)
-        uns = {"image": image, "agg": agg}  # the "pixnet" key marks the table as derived, not measured
+        uns = provenance("aggregate", {"image": image, "agg": agg})
         tables[names[name]] = shape_table(sdata, resolved, values, [str(c) for c in data.coords["c"].values], uns)
     return add_tables(sdata, tables, copy)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import pixnet
+from pixnet.data.patches import spot_patches
 from pixnet.datasets import synthetic_spots
-from pixnet.models.baseline import spot_patches
 
 SETTINGS = {
     "encoder": "resnet18",

@@ -106,7 +106,7 @@ def _predict(args: argparse.Namespace) -> None:
     from . import tl
     from .io import describe_folder
     from .models.pixnet import load_model
-    from .training.loop import resolve_device
+    from .utils.device import resolve_device
 
     model = load_model(args.model, device=resolve_device(args.device))
     kind, _ = describe_folder(args.input)

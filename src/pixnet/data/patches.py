@@ -300,3 +300,14 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
         targets=torch.from_numpy(np.concatenate(targets)),
         group=cat(group),
     )
+
+
+def spot_patches(image: np.ndarray, centres: np.ndarray, patch_size: int) -> np.ndarray:
+    """``(n, patch_size, patch_size, 3)`` uint8 patches centred on ``centres`` (x, y), white beyond the image."""
+    half = patch_size // 2
+    padded = np.pad(image, ((half, patch_size), (half, patch_size), (0, 0)), constant_values=255)
+    starts = np.floor(np.asarray(centres, float)).astype(np.int64)  # top-left in padded = centre - half + half
+    out = np.empty((len(starts), patch_size, patch_size, 3), np.uint8)
+    for i, (x, y) in enumerate(starts):
+        out[i] = padded[y : y + patch_size, x : x + patch_size]
+    return out

@@ -9,7 +9,7 @@ from spatialdata.models import get_table_keys
 
 from ..constants import Keys
 
-__all__ = ["get_table", "measured_table", "table_regions", "table_rows"]
+__all__ = ["get_table", "measured_table", "shape_keys", "table_regions", "table_rows"]
 
 
 def get_table(sdata: SpatialData, name: str) -> ad.AnnData:
@@ -80,3 +80,12 @@ def table_rows(sdata: SpatialData, table_name: str, shapes_name: str, index: pd.
             "are out of sync."
         )
     return rows, positions
+
+
+def shape_keys(table: ad.AnnData) -> tuple[str, str] | None:
+    """The table's region and instance keys, or ``None`` when it does not annotate shapes."""
+    try:
+        _, region_key, instance_key = get_table_keys(table)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return region_key, instance_key

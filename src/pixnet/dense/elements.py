@@ -14,6 +14,7 @@ from spatialdata.models import TableModel, get_table_keys
 
 from ..constants import Keys
 from ..data.inputs import ResolvedShapes
+from ..utils.version import VERSION
 
 __all__ = ["add_tables", "check_names_free", "instance_centres", "provenance", "shape_table"]
 
@@ -95,9 +96,7 @@ def provenance(kind: str, params: dict, model=None) -> dict:
     A model contributes its ``repr``, its settings (``config``, or a baseline's ``params``) and the target
     normalisation (which :func:`pixnet.tl.evaluate` needs to compare the table with counts).
     """
-    from .. import __version__
-
-    record = {"kind": kind, "params": _storable(params), "pixnet_version": __version__}
+    record = {"kind": kind, "params": _storable(params), "pixnet_version": VERSION}
     if model is not None:
         config = getattr(model, "config", None)
         settings = asdict(config) if is_dataclass(config) else getattr(model, "params", {})

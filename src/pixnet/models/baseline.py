@@ -18,21 +18,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASELINES", "SpotBaseline", "spot_patches"]
+__all__ = ["BASELINES", "SpotBaseline"]
 
 BASELINES = ("ridge", "knn", "mean")
 RIDGE_ALPHAS = tuple(np.logspace(-1, 5, 13))
-
-
-def spot_patches(image: np.ndarray, centres: np.ndarray, patch_size: int) -> np.ndarray:
-    """``(n, patch_size, patch_size, 3)`` uint8 patches centred on ``centres`` (x, y), white beyond the image."""
-    half = patch_size // 2
-    padded = np.pad(image, ((half, patch_size), (half, patch_size), (0, 0)), constant_values=255)
-    starts = np.floor(np.asarray(centres, float)).astype(np.int64)  # top-left in padded = centre - half + half
-    out = np.empty((len(starts), patch_size, patch_size, 3), np.uint8)
-    for i, (x, y) in enumerate(starts):
-        out[i] = padded[y : y + patch_size, x : x + patch_size]
-    return out
 
 
 class FeatureExtractor:

@@ -20,15 +20,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..utils.atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
+from ..utils.version import VERSION
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def save_folder(
@@ -68,7 +63,7 @@ def _write_and_swap(path: Path, files, config, history, extra) -> None:
         hashes[name] = _sha256(staged / name)
     record = {
         "format_version": FORMAT_VERSION,
-        "pixnet_version": _version(),
+        "pixnet_version": VERSION,
         "config": asdict(config),
         "files": hashes,
         "history": history,
@@ -106,7 +101,7 @@ def read_record(path: str | Path, files: list[str], method: str | None = None) -
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{path} was saved by pixnet {record.get('pixnet_version', '?')} in model format {version}; this "
-            f"pixnet ({_version()}) reads format {FORMAT_VERSION}. Load it with that version or train again."
+            f"pixnet ({VERSION}) reads format {FORMAT_VERSION}. Load it with that version or train again."
         )
     saved = record["config"].get("method", "pixnet")
     if method is not None and saved != method:

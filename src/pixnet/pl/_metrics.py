@@ -13,8 +13,8 @@ from matplotlib.axes import Axes
 from spatialdata import SpatialData
 
 from ..constants import Keys
+from ..data.pairing import paired_values
 from ..metrics import gene_metrics
-from ..tl._evaluate import paired_values
 from ._utils import finish
 
 __all__ = ["pcc_distribution", "scatter"]

@@ -21,9 +21,9 @@ from ..constants import Keys
 from ..data.geometry import affine_matrix
 from ..data.images import pyramid_levels
 from ..data.inputs import ResolvedShapes, resolve_inputs
+from ..data.pairing import paired_values
 from ..data.tables import table_regions
 from ..metrics import gene_metrics
-from ..tl._evaluate import paired_values
 from ._utils import finish
 
 __all__ = ["MapWindow", "dense_map", "expression", "map_window", "uncertainty"]

@@ -10,15 +10,15 @@ from spatialdata import SpatialData
 
 from ..constants import Keys
 from ..data.inputs import resolve_inputs
-from ..data.patches import build_section, section_crop
+from ..data.patches import build_section, section_crop, spot_patches
 from ..data.spans import resolved_spans
 from ..dense.elements import add_tables, check_names_free, provenance, shape_table
-from ..models.baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator, spot_patches
+from ..models.baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator
 from ..models.pixnet import PixNet
 from ..nn import EncoderConfig
 from ..pp import Normalization, select_genes
-from ..training.loop import resolve_device
 from ..training.presets import PRESETS
+from ..utils.device import resolve_device
 from ._train import resolve_sections
 
 logger = logging.getLogger(__name__)

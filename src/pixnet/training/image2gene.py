@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.patches import Section
-from ..models.baseline import spot_patches
+from ..data.patches import Section, spot_patches
 from ..models.image2gene import Image2Gene
+from ..utils.device import resolve_device
 from .augment import augment_images, draw_augmentations
 from .distributed import Distributed
-from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, resolve_device
+from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer
 from .loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from ..data.patches import Batch, Section, make_batch, sample_patches
 from ..data.spans import span_pixels, span_sums
 from ..models.persist import WEIGHTS, load_tensors, read_record
 from ..models.pixnet import PixNet
+from ..utils.device import resolve_device
 from .augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
 from .distributed import Distributed
 from .loss import gene_moments, image2gene_loss, pixnet_loss
@@ -72,17 +73,6 @@ def make_optimizer(parameters, config: TrainingConfig, device: torch.device) -> 
     """
     fused = device.type in ("cpu", "cuda")
     return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda, mps or cpu, whichever is available first."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def predict_batch(

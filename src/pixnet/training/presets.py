@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from .loop import resolve_device
+from ..utils.device import resolve_device
 
 __all__ = ["PRESETS", "TrainingPreset", "resolve_preset"]
 

@@ -15,12 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.patches import Patch, Section
-from .augment import augment_images, draw_colour
+from .augment import augment_images
 
 logger = logging.getLogger(__name__)
 
 ALIGN = 32  # the encoder's deepest stride
-IDENTITY = (0, False, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+IDENTITY = (0, False, 1.0, 1.0, 1.0)
 
 
 def variant_box(y0: int, x0: int, size: int, shape: tuple[int, int], k: int, flip: bool) -> tuple[int, int]:
@@ -85,11 +85,11 @@ class PyramidCache:
 
 
 def dihedral_variants(rng: np.random.Generator) -> list[tuple]:
-    """The eight rotations and flips: the image as it is, then seven, each with a colour and stain jitter.
+    """The eight rotations and flips: the image as it is, then seven, each with a colour jitter.
 
     The jitter is drawn as the training loop's augmentation draws it.
     """
-    turned = [(k, flip, *draw_colour(rng)) for k in range(4) for flip in (False, True)]
+    turned = [(k, flip, *rng.uniform(0.92, 1.08, 3)) for k in range(4) for flip in (False, True)]
     return [IDENTITY, *turned[1:]]
 
 

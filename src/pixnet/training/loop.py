@@ -268,6 +268,7 @@ def fit(
         sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1), align=align
     )
     has_validation = len(validation) > 0
+    run = _Run(model, sections, config, rng, cache, align, groups, group, device, schedule, moments, progress)
     for member in range(tracker.start_member, n_members):
         alone = network.member(member)
         optimizer = make_optimizer(alone.train_only_this(), config, device)
@@ -278,24 +279,7 @@ def fit(
             model.history.append({**({"member": member + 1} if n_members > 1 else {}), "epoch": 0, **baseline})
         for epoch in range(start, config.epochs):
             started = time.perf_counter()
-            record = _train_epoch(
-                model,
-                alone,
-                trained,
-                optimizer,
-                sections,
-                config,
-                epoch,
-                rng,
-                cache,
-                align,
-                groups,
-                group,
-                device,
-                schedule,
-                moments,
-                progress,
-            )
+            record = _train_epoch(run, alone, trained, optimizer, epoch)
             if has_validation:
                 record.update(evaluate(model, sections, validation, groups, config, device, cache, alone))
             record["seconds"] = round(time.perf_counter() - started, 2)
@@ -310,25 +294,29 @@ def fit(
     return model
 
 
-def _train_epoch(
-    model,
-    alone,
-    trained,
-    optimizer,
-    sections,
-    config,
-    epoch,
-    rng,
-    cache,
-    align,
-    groups,
-    group,
-    device,
-    schedule,
-    moments,
-    progress,
-) -> dict:
+@dataclass
+class _Run:
+    """What every epoch of one :func:`fit` shares."""
+
+    model: PixNet
+    sections: list[Section]
+    config: TrainingConfig
+    rng: np.random.Generator
+    cache: PyramidCache | None
+    align: int
+    groups: dict[str, int]
+    group: Distributed
+    device: torch.device
+    schedule: object
+    moments: object
+    progress: bool
+
+
+def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     """One epoch of one member; the epoch's record."""
+    model, sections, config, rng = run.model, run.sections, run.config, run.rng
+    cache, align, groups, group = run.cache, run.align, run.groups, run.group
+    device, schedule, moments, progress = run.device, run.schedule, run.moments, run.progress
     started = time.perf_counter()
     patch_size, amp, auxiliary = model.config.patch_size, device.type == "cuda", moments is not None
     alone.train()

@@ -1,0 +1,134 @@
+"""``pixnet.tl.train``: seeds, save/load, frozen encoders, resume, the auxiliary loss, bad arguments, sections."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import pixnet
+from pixnet.models import PixNet
+
+TRAIN = {
+    "preset": "paper",
+    "encoder_weights": "random",
+    "decoder_width": 16,
+    "patch_size": 96,
+    "n_top_genes": 6,
+    "batch_size": 4,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def small_spots():
+    return pixnet.datasets.synthetic_spots("visium", size_um=700, n_genes=12, seed=1)
+
+
+@pytest.mark.parametrize("method", ["pixnet", "image2gene"])
+def test_same_seed_same_model(small_spots, method):
+    a = pixnet.tl.train(small_spots, epochs=1, seed=7, method=method, **TRAIN)
+    b = pixnet.tl.train(small_spots, epochs=1, seed=7, method=method, **TRAIN)
+    c = pixnet.tl.train(small_spots, epochs=1, seed=8, method=method, **TRAIN)
+    for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    last = list(a.network.state_dict())[-1]
+    assert not torch.equal(a.network.state_dict()[last], c.network.state_dict()[last])
+
+
+def test_save_load_round_trip(small_spots, tmp_path):
+    model = pixnet.tl.train(small_spots, epochs=1, **TRAIN)
+    model.save(tmp_path / "model")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "model")
+    loaded = PixNet.load(tmp_path / "model")
+    images = torch.randint(0, 255, (2, 3, 64, 80), dtype=torch.uint8)
+    torch.testing.assert_close(loaded.predict_tiles(images), model.predict_tiles(images))
+    assert loaded.genes == model.genes and loaded.history == model.history
+    assert loaded.normalization == model.normalization and loaded.microns_per_pixel == 1.0
+    record = (tmp_path / "model" / "config.json").read_text()
+    (tmp_path / "model" / "config.json").write_text(record.replace('"format_version": 1', '"format_version": 99'))
+    with pytest.raises(ValueError, match="model format 99"):
+        PixNet.load(tmp_path / "model")
+    with pytest.raises(FileNotFoundError, match="not a saved pixnet model"):
+        PixNet.load(tmp_path)
+
+
+def test_frozen_encoder_trains_decoder_only(small_spots):
+    model = pixnet.tl.train(small_spots, epochs=1, freeze_encoder=True, **TRAIN)
+    fresh = pixnet.tl.train(small_spots, epochs=0, **TRAIN)  # same seed: the same initial weights, untrained
+    for key, value in model.network.encoder.state_dict().items():
+        torch.testing.assert_close(value, fresh.network.encoder.state_dict()[key], msg=key)  # BN statistics too
+    assert not torch.equal(model.network.head.weight, fresh.network.head.weight)
+
+
+@pytest.mark.parametrize("method", ["pixnet", "image2gene"])
+def test_checkpoints_and_resume_continue_the_same_run(small_spots, tmp_path, method):
+    straight = tmp_path / "straight"
+    pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=straight, method=method, **TRAIN)
+    split = tmp_path / "split"
+    pixnet.tl.train(small_spots, epochs=2, checkpoint_dir=split, method=method, **TRAIN)
+    resumed = pixnet.tl.train(small_spots, epochs=3, checkpoint_dir=split, resume=split, method=method, **TRAIN)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    a, b = load_file(straight / "last" / "model.safetensors"), load_file(split / "last" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert type(pixnet.models.load_model(split / "last")) is type(resumed)
+    with pytest.raises(FileNotFoundError, match="No training checkpoint"):
+        pixnet.tl.train(small_spots, epochs=1, resume=tmp_path / "nothing", **TRAIN)
+
+
+def test_auxiliary_image2gene_loss_trains_a_shape_embedding(small_spots, tmp_path):
+    model = pixnet.tl.train(small_spots, epochs=2, image2gene_weight=1.0, embedding_dim=8, **TRAIN)
+    assert model.network.embedding.out_features == 8 and model.config.embedding_dim == 8
+    assert all(h["train_image2gene"] > 0 for h in model.history[1:])
+    assert all(h["train_loss"] > h["train_mse"] + 0.5 * (1 - h["train_pcc"]) for h in model.history[1:])
+    model.save(tmp_path / "aux")
+    loaded = PixNet.load(tmp_path / "aux")
+    torch.testing.assert_close(loaded.network.embedding.weight, model.network.embedding.weight)
+    with pytest.raises(ValueError, match="method='pixnet'"):
+        pixnet.tl.train(small_spots, method="image2gene", image2gene_weight=1.0, **TRAIN)
+
+
+def test_bad_training_arguments_fail_before_work(small_spots):
+    with pytest.raises(ValueError, match="Unknown method"):
+        pixnet.tl.train(small_spots, method="bleep", **TRAIN)
+    with pytest.raises(ValueError, match="validation must be"):
+        pixnet.tl.train(small_spots, validation="random", **TRAIN)
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        pixnet.tl.train(small_spots, encoder="vgg", **TRAIN)
+    with pytest.raises(ValueError, match="validation_sections"):
+        pixnet.tl.train(small_spots, validation="section", **TRAIN)
+
+
+def test_several_sections_and_polygon_shapes_train_together(small_spots):
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import get_transformation
+
+    # a second section whose spots are given as polygons (as a cell segmentation would be)
+    other = pixnet.datasets.synthetic_spots("st", size_um=900, n_genes=12, seed=2, sample_id="st")
+    circles = other.shapes["st_spots"]
+    polygons = gpd.GeoDataFrame(geometry=circles.geometry.buffer(circles["radius"]), index=circles.index)
+    other.shapes["st_cells"] = ShapesModel.parse(polygons, transformations=get_transformation(circles, get_all=True))
+    table = other.tables["st_table"].copy()
+    table.obs["region"] = "st_cells"
+    del table.uns["spatialdata_attrs"]
+    del other.tables["st_table"]
+    other.tables["st_table"] = TableModel.parse(table, region="st_cells", region_key="region", instance_key="spot_id")
+    del other.shapes["st_spots"]
+    model = pixnet.tl.train(
+        [small_spots, other],
+        epochs=1,
+        validation="section",
+        validation_sections=["st_image"],
+        **(TRAIN | {"patch_size": 128}),
+    )
+    first = model.history[-1]
+    assert first["train_shapes"] == small_spots["synthetic_visium_table"].n_obs  # the held-out section is not trained
+    assert np.isfinite(first["val_loss"])
+    with pytest.raises(ValueError, match="not among"):
+        pixnet.tl.train(
+            [small_spots, other], validation="section", validation_sections=["nope"], **(TRAIN | {"patch_size": 128})
+        )
+    with pytest.raises(ValueError, match="more than patch_size=96"):
+        pixnet.tl.train(other, **TRAIN)  # 100 µm spots do not fit 96 px patches at 1 µm/px

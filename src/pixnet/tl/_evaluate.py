@@ -84,8 +84,14 @@ def evaluate(
 
     Examples
     --------
-    >>> pixnet.tl.predict(sdata, shapes="spots")  # doctest: +SKIP
-    >>> pixnet.tl.evaluate(sdata, "pixnet_spots")  # doctest: +SKIP
+    With ``sdata`` as after predict's example (predictions for the 2 µm bins, whose counts the model never saw):
+
+    >>> import pixnet
+    >>> summary = pixnet.tl.evaluate(sdata, "pixnet_synthetic_square_002um")
+    >>> list(summary.columns[:4]), int(summary["n_spots"].iloc[0])
+    (['pcc_f', 'pcc_s', 'pcc_m', 'mse'], 832)
+    >>> "per_gene" in sdata["pixnet_synthetic_square_002um"].uns["pixnet_evaluation"]
+    True
 
     """
     if mode not in MODES:

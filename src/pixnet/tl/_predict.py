@@ -124,13 +124,19 @@ def predict(
 
     Examples
     --------
+    A small synthetic Visium HD sample, a small model trained on its 8 µm bins (one epoch, to be quick), then the
+    dense map and the 2 µm bins:
+
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # dataset_id "synthetic"  # doctest: +SKIP
-    >>> model = pixnet.tl.train(sdata, shapes="bins_8um")  # doctest: +SKIP
-    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
-    >>> sdata["pixnet_map"]  # the dense map  # doctest: +SKIP
-    >>> sdata["pixnet_synthetic_square_002um"]  # the 2 µm bins' predictions  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False)
+    >>> sdata = pixnet.io.read(folder)  # dataset_id "synthetic"
+    >>> model = pixnet.tl.train(sdata, shapes="bins_8um", preset="paper", encoder_weights="random",
+    ...                         decoder_width=16, patch_size=64, epochs=1, progress=False)
+    >>> pixnet.tl.predict(sdata, shapes="bins_2um", progress=False)
+    >>> sdata["pixnet_map"].dims, sdata["pixnet_map"].sizes["c"] == len(model.genes)  # the lazy dense map
+    (('c', 'y', 'x'), True)
+    >>> sdata["pixnet_synthetic_square_002um"].n_obs  # one row per 2 µm bin under the tissue
+    832
 
     """
     model = model or recall(sdata)
@@ -327,10 +333,13 @@ def aggregate(
 
     Examples
     --------
+    With ``sdata`` as after predict's example (the map ``pixnet_map`` of a model trained on 8 µm bins), the map's
+    sums over the 8 and 16 µm bins:
+
     >>> import pixnet
-    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
-    >>> pixnet.tl.aggregate(sdata, "pixnet_map", ["bins_8um", "bins_16um"])  # doctest: +SKIP
-    >>> sdata["pixnet_map_sum_synthetic_square_008um"]  # doctest: +SKIP
+    >>> pixnet.tl.aggregate(sdata, "pixnet_map", ["bins_8um", "bins_16um"], progress=False)
+    >>> sdata["pixnet_map_sum_synthetic_square_008um"].n_obs, sdata["pixnet_map_sum_synthetic_square_016um"].n_obs
+    (52, 13)
 
     """
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)

@@ -224,8 +224,9 @@ def train(
     --------
     >>> import pixnet
     >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
-    >>> model = pixnet.tl.train(sdata, decoder_width=32, patch_size=128, epochs=1, n_top_genes=8,
-    ...                         validation=None, progress=False)  # doctest: +SKIP
+    >>> model = pixnet.tl.train(sdata, epochs=1, n_top_genes=8, validation=None, progress=False)
+    >>> model.config.n_models, model.microns_per_pixel, len(model.genes)  # the "cpu" preset: two decoders, 4 µm/px
+    (2, 4.0, 8)
 
     """
     normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)

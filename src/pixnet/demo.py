@@ -55,7 +55,7 @@ def run_demo(
     import matplotlib.pyplot as plt
 
     from . import datasets, io, pl, tl
-    from .data.inputs import find_shapes
+    from .data.names import find_shapes
 
     out = Path(out)
     started = time.perf_counter()

@@ -21,13 +21,13 @@ from spatialdata import SpatialData
 
 from .geometry import affine_matrix, linear_scale
 from .images import as_uint8, choose_level, pyramid_levels, rgb_channels
-from .names import BIN_NAME, bin_shapes, find_shapes, resolve_coordinate_system, resolve_image_name, resolve_shape_names
+from .names import BIN_NAME, resolve_coordinate_system, resolve_image_name, resolve_shape_names
 from .pixel_size import PixelSizeUnknown, microns_per_cs_unit
 from .tables import measured_table, table_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResolvedImage", "ResolvedInputs", "ResolvedShapes", "bin_shapes", "find_shapes", "resolve_inputs"]
+__all__ = ["ResolvedImage", "ResolvedInputs", "ResolvedShapes", "resolve_inputs"]
 
 ShapeKind = Literal["circle", "square", "polygon"]
 

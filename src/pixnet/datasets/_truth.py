@@ -9,7 +9,8 @@ import anndata as ad
 import numpy as np
 from spatialdata import SpatialData
 
-from ..data.inputs import find_shapes, resolve_inputs
+from ..data.inputs import resolve_inputs
+from ..data.names import find_shapes
 from ..data.spans import shape_spans
 from ._tissue import SyntheticTissue
 

@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["NORMALIZATIONS", "Normalization", "check_counts", "normalize", "select_genes"]
+__all__ = ["NORMALIZATIONS", "Normalization", "check_counts", "normalize", "select_genes", "spot_totals"]
 
 
 def select_genes(
@@ -125,6 +125,13 @@ class Normalization:
             scale = scale * np.asarray(area_um2, dtype=np.float64) / self.params.get("reference_area_um2", 100.0)
         return counts * np.reshape(scale, (-1, 1))
 
+    def exposure(self, totals: np.ndarray, area_um2: np.ndarray | float | None = None) -> np.ndarray:
+        """Counts per unit of value of each spot: ``counts = values * exposure`` (the Poisson likelihood's offset)."""
+        totals = np.asarray(totals, dtype=np.float64)
+        if not self.per_spot_total:
+            return np.ones_like(totals)
+        return 1.0 / self.values(np.ones((len(totals), 1)), totals, area_um2)[:, 0]
+
     def transform(self, values):
         """Values -> targets (``log1p`` for log methods); works on numpy arrays and torch tensors."""
         if not self.log:
@@ -221,8 +228,22 @@ def normalize(
     missing = [g for g in genes if g not in table.var_names]
     if missing:
         raise ValueError(f"{len(missing)} genes are missing from the table, e.g. {missing[:5]}.")
-    totals = np.asarray(table.X.sum(axis=1), dtype=np.float64).ravel()
+    totals = spot_totals(table)
     counts = table[:, list(genes)].X
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
     values = normalization.values(counts.astype(np.float64), totals, area_um2)
     return np.asarray(normalization.transform(values), dtype=np.float32)
+
+
+def spot_totals(table: ad.AnnData) -> np.ndarray:
+    """Each spot's count over all genes of ``table`` (what per-spot-total normalisations divide by).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from pixnet.pp import spot_totals
+    >>> spot_totals(ad.AnnData(np.array([[1.0, 3.0], [0.0, 2.0]])))
+    array([4., 2.])
+
+    """
+    return np.asarray(table.X.sum(axis=1), dtype=np.float64).ravel()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pixnet.pp import Normalization, normalize, select_genes
+from pixnet.pp import Normalization, normalize, select_genes, spot_totals
 
 
 def _table(x, genes):
@@ -54,3 +54,13 @@ def test_area_scaling_makes_values_extensive():
     np.testing.assert_allclose(
         log_norm.inverse_transform(normalize(parent, ["a"], log_norm, 256.0)), parent_value, rtol=1e-6
     )
+
+
+def test_exposure_turns_values_back_into_counts():
+    table = _table([[10, 30], [1, 3]], ["a", "b"])
+    area = np.array([64.0, 256.0])
+    for method in ("total_log", "total", "log1p", "none"):
+        norm = Normalization(method, {"target_sum": 1e4, "reference_area_um2": 100.0})
+        values = norm.inverse_transform(normalize(table, ["a", "b"], norm, area_um2=area))
+        exposure = norm.exposure(spot_totals(table), area)
+        np.testing.assert_allclose(values * exposure[:, None], [[10, 30], [1, 3]], rtol=1e-5)

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from pixnet.training.loss import pearson_per_gene, pixnet_loss
+from pixnet.training.loss import pearson_per_gene, pixnet_loss, poisson_deviance
 
 
 def test_pcc_matches_numpy_and_constant_genes_are_zero_with_finite_gradients():
@@ -33,3 +34,27 @@ def test_pcc_is_computed_within_groups():
     group = torch.tensor([0, 0, 0, 1, 1, 1])
     _, parts = pixnet_loss(pred, target, group)
     assert parts["pcc"] < 0
+
+
+def test_poisson_deviance_is_the_likelihood_of_the_counts_scaled_per_gene():
+    # counts = expm1(target) * exposure; the deviance is 0 at the truth and has the closed form
+    counts = torch.tensor([[4.0, 0.0], [1.0, 2.0], [9.0, 1.0]])
+    exposure = torch.tensor([2.0, 0.5, 3.0])
+    target = torch.log1p(counts / exposure[:, None])
+    assert poisson_deviance(target, target, exposure) == 0
+    rate = torch.tensor([[3.0, 0.5], [1.5, 1.0], [8.0, 2.0]])
+    pred = torch.log1p(rate / exposure[:, None])
+    expected = rate - counts + torch.xlogy(counts, counts / rate)
+    torch.testing.assert_close(poisson_deviance(pred, target, exposure), (expected / counts.mean(dim=0)).mean())
+    loss, _ = pixnet_loss(pred, target, torch.zeros(3, dtype=torch.long), 0.0, "poisson", exposure)
+    torch.testing.assert_close(loss, poisson_deviance(pred, target, exposure))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        pixnet_loss(pred, target, torch.zeros(3, dtype=torch.long), loss="nb")
+
+
+def test_poisson_gradient_moves_the_rate_towards_the_counts():
+    counts, exposure = torch.tensor([[6.0]]), torch.tensor([2.0])
+    target = torch.log1p(counts / exposure[:, None])
+    low = (target - 0.3).requires_grad_()
+    poisson_deviance(low, target, exposure).backward()
+    assert low.grad.item() < 0  # increasing the prediction lowers the loss

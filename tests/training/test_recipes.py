@@ -156,3 +156,15 @@ def test_bilinear_sums_equal_summing_the_upsampled_map():
 def test_auxiliary_loss_needs_the_full_resolution_decoder(spots):
     with pytest.raises(ValueError, match="needs output_stride=1"):
         pixnet.tl.train(spots, preset="cpu", image2gene_weight=0.5, progress=False)
+
+
+def test_poisson_loss_trains_and_is_recorded(spots):
+    preset = PRESETS["cpu"].updated(
+        loss="poisson", encoder="resnet18", encoder_weights="random", decoder_width=32, n_models=1
+    )
+    model = pixnet.tl.train(spots, preset=preset, epochs=3, n_top_genes=4, validation=None, progress=False)
+    assert model.config.training["loss"] == "poisson"
+    losses = [h["train_loss"] for h in model.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="loss must be one of"):
+        pixnet.tl.train(spots, preset=PRESETS["cpu"].updated(loss="nb"), epochs=0, progress=False)

@@ -38,6 +38,7 @@ def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
         x1=torch.from_numpy(spans.x1).long(),
         shape=torch.from_numpy(spans.shape).long(),
         targets=torch.zeros(3, 4),
+        exposure=torch.ones(3),
         group=torch.zeros(3, dtype=torch.long),
     )
     ops = draw_augmentations(3, np.random.default_rng(1)) if augmented else None

@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 import torch
 
-from ..pp import Normalization, normalize
+from ..pp import Normalization, normalize, spot_totals
 from .inputs import ResolvedInputs
 from .raster import read_resampled
 from .spans import Spans, resolved_spans
@@ -28,6 +28,7 @@ class ShapeSet:
     centres: np.ndarray  # (n, 2): x, y
     area_px: np.ndarray
     targets: np.ndarray  # (n, n_genes) in target units
+    exposure: np.ndarray  # (n,) counts per unit of value (see Normalization.exposure)
     validation: np.ndarray = field(default=None)  # (n,) bool
 
     def __len__(self) -> int:
@@ -120,8 +121,10 @@ def build_section(
         spans, centres, area_px = resolved_spans(s, factor, origin, rows=s.shape_positions)
         area_um2 = area_px * microns_per_pixel**2
         targets = normalize(s.table, genes, normalization, area_um2=area_um2)
+        exposure = normalization.exposure(spot_totals(s.table), area_um2).astype(np.float32)
         n = len(centres)
-        shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), _span_bbox(spans, n), centres, area_px, targets))
+        bbox = _span_bbox(spans, n)
+        shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), bbox, centres, area_px, targets, exposure))
         logger.info("Section %s: %d measured shapes of %r", name, n, s.name)
     extent = (inputs.image.shape[0] * factor, inputs.image.shape[1] * factor)
     return Section(name, crop, shape_sets, microns_per_pixel, origin, extent)
@@ -258,6 +261,7 @@ class Batch:
     x1: torch.Tensor
     shape: torch.Tensor  # per span: index into targets
     targets: torch.Tensor  # (S, n_genes)
+    exposure: torch.Tensor  # (S,) counts per unit of value
     group: torch.Tensor  # (S,) shape-set id, for the per-group PCC
 
     def to(self, device) -> Batch:
@@ -268,7 +272,7 @@ class Batch:
 def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, groups: dict[str, int]) -> Batch:
     """Stack patch images and their shapes' spans (shifted into patch coordinates) and targets."""
     images = np.full((len(patches), patch_size, patch_size, 3), 255, np.uint8)
-    spans_b, spans_r, spans_x0, spans_x1, spans_s, targets, group = [], [], [], [], [], [], []
+    spans_b, spans_r, spans_x0, spans_x1, spans_s, targets, exposure, group = [], [], [], [], [], [], [], []
     n_shapes = 0
     for b, patch in enumerate(patches):
         section = sections[patch.section]
@@ -287,6 +291,7 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
             spans_x1.append(s.spans.x1[index] - x0)
             spans_s.append(n_shapes + np.repeat(np.arange(members.size), counts))
             targets.append(s.targets[members])
+            exposure.append(s.exposure[members])
             group.append(np.full(members.size, groups[s.name]))
             n_shapes += members.size
     cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
@@ -298,6 +303,7 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
         x1=cat(spans_x1),
         shape=cat(spans_s),
         targets=torch.from_numpy(np.concatenate(targets)),
+        exposure=torch.from_numpy(np.concatenate(exposure)),
         group=cat(group),
     )
 

@@ -345,6 +345,7 @@ def train(
         lr_schedule=recipe.lr_schedule,
         average_epochs=min(recipe.average_epochs, recipe.epochs),
         pcc_weight=pcc_weight,
+        loss=recipe.loss,
         image2gene_weight=image2gene_weight,
         patience=patience,
         augment=augment,

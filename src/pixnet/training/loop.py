@@ -21,7 +21,7 @@ from ..models.pixnet import PixNet
 from ..utils.device import resolve_device
 from .augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
 from .distributed import Distributed
-from .loss import gene_moments, image2gene_loss, pixnet_loss
+from .loss import LOSSES, gene_moments, image2gene_loss, pixnet_loss
 from .pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_image
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class TrainingConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
+    loss: str = "mse"
     image2gene_weight: float = 0.0
     patience: int = 5
     augment: bool = True
@@ -52,6 +53,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
         if not 0 <= self.average_epochs <= self.epochs:
             raise ValueError(f"average_epochs must be in [0, epochs={self.epochs}], got {self.average_epochs}.")
 
@@ -126,6 +129,17 @@ def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
     values = model.normalization.inverse_transform(training_targets(sections).astype(np.float64))
     areas = np.concatenate([s.area_px[~s.validation] for section in sections for s in section.shape_sets])
     return torch.from_numpy(values.sum(axis=0) / areas.sum()).float()
+
+
+def training_count_means(model: PixNet, sections: list[Section]) -> torch.Tensor:
+    """Per-gene mean count of the training shapes (scales each gene's Poisson deviance)."""
+    shape_sets = [s for section in sections for s in section.shape_sets]
+    counts = [
+        model.normalization.inverse_transform(s.targets[~s.validation].astype(np.float64))
+        * s.exposure[~s.validation, None]
+        for s in shape_sets
+    ]
+    return torch.from_numpy(np.concatenate(counts).mean(axis=0)).float()
 
 
 def training_targets(sections: list[Section]) -> np.ndarray:
@@ -257,6 +271,7 @@ def fit(
         network.set_initial_density(initial_density(model, sections))
     schedule = learning_rate_schedule(config)
     moments = gene_moments(training_targets(sections)) if auxiliary else None
+    count_means = training_count_means(model, sections) if config.loss == "poisson" else None
     cache = None
     if config.freeze_encoder and config.cache_pyramids and group.world == 1 and patch_size % ALIGN == 0:
         for section in sections:
@@ -268,20 +283,22 @@ def fit(
         sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1), align=align
     )
     has_validation = len(validation) > 0
-    run = _Run(model, sections, config, rng, cache, align, groups, group, device, schedule, moments, progress)
+    run = _Run(
+        model, sections, config, rng, cache, align, groups, group, device, schedule, moments, count_means, progress
+    )
     for member in range(tracker.start_member, n_members):
         alone = network.member(member)
         optimizer = make_optimizer(alone.train_only_this(), config, device)
         start = tracker.begin_member(member, optimizer)
         trained = group.wrap(alone, device)
         if has_validation and start == 0:  # the untrained baseline, so that history shows what training gained
-            baseline = evaluate(model, sections, validation, groups, config, device, cache, alone)
+            baseline = evaluate(run, validation, alone)
             model.history.append({**({"member": member + 1} if n_members > 1 else {}), "epoch": 0, **baseline})
         for epoch in range(start, config.epochs):
             started = time.perf_counter()
             record = _train_epoch(run, alone, trained, optimizer, epoch)
             if has_validation:
-                record.update(evaluate(model, sections, validation, groups, config, device, cache, alone))
+                record.update(evaluate(run, validation, alone))
             record["seconds"] = round(time.perf_counter() - started, 2)
             stop = tracker.end_epoch(record, write_checkpoint=group.is_main)
             group.barrier()
@@ -309,6 +326,7 @@ class _Run:
     device: torch.device
     schedule: object
     moments: object
+    count_means: torch.Tensor | None
     progress: bool
 
 
@@ -348,7 +366,15 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
                 batch.images = augment_images(batch.images, ops)
         pred, embeddings = predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary, features=features)
         targets = group.gather(batch.targets)
-        loss, parts = pixnet_loss(group.gather(pred), targets, group.gather(batch.group), config.pcc_weight)
+        loss, parts = pixnet_loss(
+            group.gather(pred),
+            targets,
+            group.gather(batch.group),
+            config.pcc_weight,
+            config.loss,
+            group.gather(batch.exposure),
+            run.count_means,
+        )
         if auxiliary:
             similarity = image2gene_loss(group.gather(embeddings), targets, moments)
             loss = loss + config.image2gene_weight * similarity
@@ -373,19 +399,25 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate(
-    model: PixNet, sections, patches, groups, config: TrainingConfig, device, cache=None, network=None
-) -> dict:
+def evaluate(run: _Run, patches, network=None) -> dict:
     """Validation loss and mean per-gene PCC (per shape set over all its held-out shapes, then averaged).
 
-    ``network``: the network to evaluate (an ensemble member), default ``model.network``.
+    ``network``: the network to evaluate (an ensemble member), default ``run.model.network``.
 
-    With ``cache``, patches are decoded from their cached pyramids (variant 0, unaugmented): the section
-    around a patch is its context in training and in prediction, so an isolated patch would not match.
+    With the run's pyramid cache, patches are decoded from their cached pyramids (variant 0, unaugmented): the
+    section around a patch is its context in training and in prediction, so an isolated patch would not match.
     """
+    model, sections, groups, config, device, cache = (
+        run.model,
+        run.sections,
+        run.groups,
+        run.config,
+        run.device,
+        run.cache,
+    )
     network = network or model.network
     network.eval()
-    preds, targets, group_ids = [], [], []
+    preds, targets, exposures, group_ids = [], [], [], []
     size = model.config.patch_size
     for i in range(0, len(patches), config.batch_size):
         chosen = patches[i : i + config.batch_size]
@@ -393,9 +425,10 @@ def evaluate(
         features = None if cache is None else cache.batch(chosen, [0] * len(chosen), size, device)
         preds.append(predict_batch(model, batch, amp=device.type == "cuda", network=network, features=features)[0])
         targets.append(batch.targets)
+        exposures.append(batch.exposure)
         group_ids.append(batch.group)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)
-    _, parts = pixnet_loss(pred, target, group, config.pcc_weight)
+    _, parts = pixnet_loss(pred, target, group, config.pcc_weight, config.loss, torch.cat(exposures), run.count_means)
     return {"val_loss": parts["loss"], "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
 
 

@@ -1,4 +1,7 @@
-"""The PixNet loss: MSE + lambda * (1 - PCC), PCC per gene across the spots of a batch."""
+"""The PixNet loss: a fit term (MSE on log targets, or a Poisson likelihood of the counts) + lambda * (1 - PCC).
+
+The PCC is per gene across the spots of a batch.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +21,59 @@ def pearson_per_gene(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
     return (p * t).sum(dim=0) / (p.square().sum(dim=0) * t.square().sum(dim=0)).clamp_min(eps).sqrt()
 
 
-def pixnet_loss(
-    pred: torch.Tensor, target: torch.Tensor, group: torch.Tensor, pcc_weight: float = 0.5
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE + ``pcc_weight`` * (1 - mean PCC).
+LOSSES = ("mse", "poisson")
+"""Fit terms of :func:`pixnet_loss`: ``"mse"`` (the paper's) and ``"poisson"``."""
 
-    The PCC is computed within each group (shape set: one bin size of one element) holding at least two
-    spots and averaged, so bins of different sizes are never correlated with each other.
+
+def poisson_deviance(
+    pred: torch.Tensor, target: torch.Tensor, exposure: torch.Tensor, count_means: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean Poisson deviance of the spots' counts, each gene's divided by its mean count.
+
+    ``pred`` and ``target`` are log targets (``log1p`` of the extensive values that the dense map sums to);
+    ``exposure`` is each spot's counts per unit of value, so ``counts = expm1(target) * exposure`` and the
+    predicted rate is ``expm1(pred) * exposure``: the map's sum over a spot is its rate in count space, where
+    sums are additive. Dividing by the gene's mean count makes every gene weigh alike, as the PCC does;
+    ``count_means`` (``(n_genes,)``, e.g. over all training spots) are steadier than the batch's, the default.
     """
+    exposure = exposure.to(pred.dtype)[:, None]
+    rate = torch.expm1(pred).clamp_min(1e-8) * exposure
+    counts = torch.expm1(target).clamp_min(0) * exposure
+    # xlogy(counts, counts / rate) in one call has a 0/0 gradient where counts are 0
+    deviance = rate - counts + torch.xlogy(counts, counts) - counts * rate.log()
+    means = counts.mean(dim=0) if count_means is None else count_means.to(counts)
+    return (deviance / means.clamp_min(1e-3)).mean()
+
+
+def pixnet_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    group: torch.Tensor,
+    pcc_weight: float = 0.5,
+    loss: str = "mse",
+    exposure: torch.Tensor | None = None,
+    count_means: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Fit term + ``pcc_weight`` * (1 - mean PCC).
+
+    The fit term is the MSE of the log targets (``loss="mse"``, the paper's) or the :func:`poisson_deviance`
+    of the counts (``loss="poisson"``, needs ``exposure``; ``count_means`` as there). The PCC is computed
+    within each group (shape set: one bin size of one element) holding at least two spots and averaged, so
+    bins of different sizes are never correlated with each other.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
     mse = F.mse_loss(pred, target)
+    fit = mse if loss == "mse" else poisson_deviance(pred, target, exposure, count_means)
     pccs = [
         pearson_per_gene(pred[group == g], target[group == g]).mean()
         for g in torch.unique(group)
         if int((group == g).sum()) >= 2
     ]
     pcc = torch.stack(pccs).mean() if pccs else torch.zeros((), device=pred.device)
-    loss = mse + pcc_weight * (1 - pcc)
-    return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()), "pcc": float(pcc.detach())}
+    total = fit + pcc_weight * (1 - pcc)
+    parts = {"loss": float(total.detach()), "mse": float(mse.detach()), "pcc": float(pcc.detach())}
+    return total, parts
 
 
 def expression_correlation(target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

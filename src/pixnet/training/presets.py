@@ -28,6 +28,9 @@ class TrainingPreset:
         bilinearly from there).
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation; ``batch_size`` counts patches.
+    loss
+        The fit term beside the PCC term: ``"mse"`` on log targets (the paper's) or ``"poisson"``, the deviance
+        of the counts with each spot's total as exposure (see :func:`pixnet.training.loss.pixnet_loss`).
     lr_schedule
         ``"constant"`` or ``"cosine"`` (decay from ``learning_rate`` towards 0 over the epochs).
     average_epochs
@@ -60,6 +63,7 @@ class TrainingPreset:
     batch_size: int
     learning_rate: float
     weight_decay: float = 1e-4
+    loss: str = "mse"
     lr_schedule: str = "constant"
     average_epochs: int = 0
     n_models: int = 1

@@ -3,6 +3,7 @@
 from . import constants, data, datasets, dense, io, metrics, models, nn, pl, pp, tl
 from .data import ResolvedImage, ResolvedInputs, ResolvedShapes, bin_shapes, find_shapes, resolve_inputs
 from .models import Image2Gene, PixNet
+from .utils.settings import settings
 from .utils.version import VERSION as __version__  # noqa: F401 (the package attribute)
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "pl",
     "pp",
     "resolve_inputs",
+    "settings",
     "tl",
 ]

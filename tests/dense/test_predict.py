@@ -160,14 +160,14 @@ def test_distributed_equals_local(model):
     distributed = pytest.importorskip("distributed")
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=12, seed=8)
     local = pixnet.tl.predict(
-        sdata, shapes="synthetic_visium_spots", model=model, tile_size=64, halo=32, copy=True, progress=False
+        sdata, shapes="synthetic_visium_spots", model=model, tile_size=128, halo=32, copy=True, progress=False
     )
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         distributed.Client(cluster),
     ):
         remote = pixnet.tl.predict(
-            sdata, shapes="synthetic_visium_spots", model=model, tile_size=64, halo=32, copy=True, progress=False
+            sdata, shapes="synthetic_visium_spots", model=model, tile_size=128, halo=32, copy=True, progress=False
         )
         remote_map = remote["map"].data[:, :64, :64].compute()
     name = "pixnet_synthetic_visium_spots"

@@ -15,6 +15,7 @@ import tifffile
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..utils.settings import settings
 from ._tenx import FeatureBarcodeMatrixWriter, TissuePositionsWriter
 from ._tissue import STROMA, SyntheticTissue
 
@@ -39,7 +40,7 @@ def synthetic_visium_hd(
     counts_per_um2: float = 2.0,
     margin_um: float = 32.0,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Write a synthetic Visium HD sample as a Space Ranger >= 3 output folder.
 
@@ -78,7 +79,7 @@ def synthetic_visium_hd(
     overwrite
         Replace an existing folder.
     progress
-        Show a progress bar.
+        Show a progress bar; ``None``: ``pixnet.settings.progress``.
 
     Returns
     -------
@@ -94,6 +95,7 @@ def synthetic_visium_hd(
     ... )  # doctest: +SKIP
 
     """
+    progress = settings.progress_for(progress)
     path = Path(path)
     if path.exists():
         if not overwrite:

@@ -19,6 +19,7 @@ from ..nn import EncoderConfig
 from ..pp import Normalization, select_genes
 from ..training.presets import PRESETS
 from ..utils.device import resolve_device
+from ..utils.settings import settings
 from ._train import resolve_sections
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def train_baseline(
     n_components: int = 256,
     k: int = 25,
     seed: int = 0,
-    device: str = "auto",
-    progress: bool = True,
+    device: str | None = None,
+    progress: bool | None = None,
     resolve_kwargs: dict | None = None,
 ) -> SpotBaseline:
     """Fit a spot-level baseline on measured spots, sharing PixNet's data path.
@@ -74,7 +75,7 @@ def train_baseline(
     device
         Where the encoder runs (``"auto"``: cuda, mps or cpu).
     progress
-        Show a progress bar.
+        Show a progress bar; ``None``: ``pixnet.settings.progress``.
     resolve_kwargs
         Extra arguments for :func:`pixnet.resolve_inputs`.
 
@@ -88,6 +89,7 @@ def train_baseline(
     >>> pixnet.tl.predict_baseline(test_sdata, "spots", ridge)  # doctest: +SKIP
 
     """
+    progress = settings.progress_for(progress)
     if method not in BASELINES:
         raise ValueError(f"Unknown baseline {method!r}; choose one of {BASELINES}.")
     if like is not None:
@@ -144,8 +146,8 @@ def predict_baseline(
     image: str | None = None,
     key_added: str | None = None,
     overwrite: bool = False,
-    device: str = "auto",
-    progress: bool = True,
+    device: str | None = None,
+    progress: bool | None = None,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
 ) -> dict | None:
@@ -170,7 +172,7 @@ def predict_baseline(
     device
         Where the encoder runs.
     progress
-        Show a progress bar.
+        Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
         Return ``{name: table}`` instead of adding the tables.
     resolve_kwargs
@@ -190,6 +192,7 @@ def predict_baseline(
     >>> pixnet.tl.evaluate(sdata, "ridge_C2_spots")  # doctest: +SKIP
 
     """
+    progress = settings.progress_for(progress)
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)
     inputs = resolve_inputs(
         sdata, image, shape_list, target_microns_per_pixel=baseline.microns_per_pixel, **(resolve_kwargs or {})

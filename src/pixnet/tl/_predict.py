@@ -26,6 +26,7 @@ from ..dense.map_cache import MapCache
 from ..dense.store import StoreTransaction
 from ..models.pixnet import PixNet
 from ..models.registry import recall
+from ..utils.settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def predict(
     table_memory_limit: int = 2**31,
     cache: MapCache | bool = False,
     uncertainty: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
 ) -> dict | None:
@@ -111,7 +112,7 @@ def predict(
         correlate within a shape is needed; it measures how much the members disagree, not the noise of a
         measurement (see :doc:`/evaluation` for its calibration on held-out spots).
     progress
-        Show a progress bar.
+        Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
         Return ``{"map": ..., "tables": {...}}`` (and ``"std"`` with ``uncertainty``) instead of adding the
         elements to ``sdata``.
@@ -139,6 +140,7 @@ def predict(
     832
 
     """
+    progress = settings.progress_for(progress)
     model = model or recall(sdata)
     if model is None:
         raise ValueError("No model given and none was trained on this object; pass model= (e.g. PixNet.load(path)).")
@@ -303,7 +305,7 @@ def aggregate(
     agg: str = "sum",
     key_added: str | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     copy: bool = False,
 ) -> dict | None:
     """Aggregate any image element (e.g. a dense map) over shapes, streaming chunk by chunk.
@@ -323,7 +325,7 @@ def aggregate(
     overwrite
         Replace existing tables.
     progress
-        Show a progress bar.
+        Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
         Return the tables instead of adding them.
 
@@ -342,6 +344,7 @@ def aggregate(
     (52, 13)
 
     """
+    progress = settings.progress_for(progress)
     shape_list = [shapes] if isinstance(shapes, str) else list(shapes)
     inputs = resolve_inputs(sdata, image, shape_list, level=0, rgb=False, require_pixel_size=False)
     prefix = key_added or f"{image}_{agg}"

@@ -19,6 +19,7 @@ from ..pp import Normalization, check_counts, select_genes
 from ..training.image2gene import fit_image2gene
 from ..training.loop import TrainingConfig, fit
 from ..training.presets import TrainingPreset, resolve_preset
+from ..utils.settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +113,10 @@ def train(
     patience: int = 5,
     augment: bool = True,
     seed: int = 0,
-    device: str = "auto",
+    device: str | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     resolve_kwargs: dict | None = None,
 ) -> PixNet | Image2Gene:
     """Train PixNet (or Image2Gene) on measured spots or bins.
@@ -211,7 +212,7 @@ def train(
     resume
         A ``checkpoint_dir`` to continue from.
     progress
-        Show progress bars.
+        Show progress bars; ``None``: ``pixnet.settings.progress``.
     resolve_kwargs
         Extra arguments for :func:`pixnet.resolve_inputs` (e.g. ``microns_per_pixel``, ``coordinate_system``).
 
@@ -229,6 +230,7 @@ def train(
     (2, 4.0, 8)
 
     """
+    progress, device = settings.progress_for(progress), settings.device_for(device)
     normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
     recipe = resolve_preset(preset, device).updated(
         microns_per_pixel=microns_per_pixel,

@@ -2,16 +2,17 @@
 
 import hashlib
 import logging
-import os
 import urllib.request
 from pathlib import Path
+
+from .settings import settings
 
 logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """Folder for downloads: ``$PIXNET_CACHE`` or ``~/.cache/pixnet``."""
-    return Path(os.environ.get("PIXNET_CACHE", Path.home() / ".cache" / "pixnet"))
+    """Folder for downloads: ``pixnet.settings.cache_dir``, else ``$PIXNET_CACHE``, else ``~/.cache/pixnet``."""
+    return settings.downloads_folder()
 
 
 def sha256sum(path: Path) -> str:

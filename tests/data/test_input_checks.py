@@ -130,13 +130,13 @@ def test_shapes_outside_the_image_count_their_inside_area_and_none_inside_is_ref
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
     shapes = sdata.shapes["synthetic_visium_spots"]
     model = _model(0.5)
-    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)["tables"]
+    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False).tables
     full = tables["pixnet_synthetic_visium_spots"].obs["area_um2"].to_numpy()
     assert "fraction_inside" not in tables["pixnet_synthetic_visium_spots"].obs
     moved = shapes.copy()
     moved.geometry = moved.geometry.translate(xoff=-moved.geometry.x.iloc[0])  # the first spot's centre on x = 0
     sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(moved)
-    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)["tables"]
+    tables = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False).tables
     obs = tables["pixnet_synthetic_visium_spots"].obs
     assert obs["fraction_inside"].iloc[0] == pytest.approx(0.5, abs=0.05)
     assert obs["area_um2"].iloc[0] == pytest.approx(full[0] * obs["fraction_inside"].iloc[0])

@@ -2,6 +2,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import shapely
+import spatialdata
 from spatialdata.transformations import get_transformation
 
 import pixnet
@@ -74,13 +75,25 @@ def test_polygon_aggregation_equals_brute_force():
 
 def test_tiled_map_matches_untiled(model):
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=12, seed=6)
-    whole = pixnet.tl.predict(sdata, model=model, tile_size=512, halo=0, copy=True, progress=False)["map"]
-    tiled = pixnet.tl.predict(sdata, model=model, tile_size=64, halo=96, copy=True, progress=False)["map"]
+    whole = pixnet.tl.predict(sdata, model=model, tile_size=512, halo=0, copy=True, progress=False)["pixnet_map"]
+    tiled = pixnet.tl.predict(sdata, model=model, tile_size=64, halo=96, copy=True, progress=False)["pixnet_map"]
     assert whole.shape == tiled.shape == (len(model.genes), 300, 300)
     a, b = whole.values, tiled.values
     # convolutions see the same context given the halo; the kernelised attention is global, so allow a little
     assert np.abs(a - b).max() / np.abs(a).max() < 0.05
     assert np.abs(a - b).mean() / np.abs(a).mean() < 0.01
+
+
+def test_copy_returns_a_spatialdata_of_the_new_elements_and_leaves_sdata_alone(model):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=12, seed=6)
+    before = (set(sdata.images), set(sdata.tables))
+    new = pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)
+    assert isinstance(new, spatialdata.SpatialData) and (set(sdata.images), set(sdata.tables)) == before
+    assert set(new.images) == {"pixnet_map"} and set(new.tables) == {"pixnet_synthetic_visium_spots"}
+    assert set(new.shapes) == {"synthetic_visium_spots"}
+    assert new["synthetic_visium_spots"] is sdata["synthetic_visium_spots"]  # shared, not copied
+    sums = pixnet.tl.aggregate(new, "pixnet_map", "synthetic_visium_spots", copy=True, progress=False)
+    assert set(sums.tables) == {"pixnet_map_sum_synthetic_visium_spots"} and not sums.images
 
 
 def test_predict_adds_lazy_map_and_tables(hd_sdata, model):
@@ -169,10 +182,10 @@ def test_distributed_equals_local(model):
         remote = pixnet.tl.predict(
             sdata, shapes="synthetic_visium_spots", model=model, tile_size=128, halo=32, copy=True, progress=False
         )
-        remote_map = remote["map"].data[:, :64, :64].compute()
+        remote_map = remote["pixnet_map"].data[:, :64, :64].compute()
     name = "pixnet_synthetic_visium_spots"
-    np.testing.assert_allclose(remote["tables"][name].X, local["tables"][name].X, rtol=1e-5)
-    np.testing.assert_allclose(remote_map, local["map"].data[:, :64, :64].compute(), rtol=1e-5)
+    np.testing.assert_allclose(remote.tables[name].X, local.tables[name].X, rtol=1e-5)
+    np.testing.assert_allclose(remote_map, local["pixnet_map"].data[:, :64, :64].compute(), rtol=1e-5)
 
 
 def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, monkeypatch):
@@ -228,7 +241,7 @@ def test_large_tables_stream_to_disk(model, tmp_path):
         halo=32,
         progress=False,
         copy=True,
-    )["tables"]["pixnet_synthetic_visium_spots"]
+    ).tables["pixnet_synthetic_visium_spots"]
     sdata = spatialdata.read_zarr(store)
     pixnet.tl.predict(
         sdata,

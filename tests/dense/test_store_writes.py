@@ -60,7 +60,7 @@ def test_a_kill_during_the_swap_is_rolled_forward_by_the_next_open(store, models
     reference = pixnet.tl.predict(
         recovered, shapes=SPOTS, model=models[1], copy=True, tile_size=64, halo=32, progress=False, overwrite=True
     )
-    np.testing.assert_allclose(new_table, reference["tables"][TABLE].X, rtol=1e-5)
+    np.testing.assert_allclose(new_table, reference.tables[TABLE].X, rtol=1e-5)
     assert _siblings(store) == []
 
 
@@ -69,7 +69,7 @@ def test_a_kill_at_every_rename_leaves_all_old_or_all_new(store, models, monkeyp
         copy = pixnet.tl.predict(
             spatialdata.read_zarr(store), shapes=SPOTS, model=model, copy=True, tile_size=64, halo=32, progress=False
         )
-        return np.asarray(copy["tables"][TABLE].X)
+        return np.asarray(copy.tables[TABLE].X)
 
     expected = [table_of(m) for m in models]
     writing = 0

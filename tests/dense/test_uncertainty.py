@@ -40,14 +40,14 @@ def _member(model: PixNet, member: int) -> PixNet:
 def test_the_spread_is_the_members_spread_in_the_map_and_in_each_shape(sdata, ensemble):
     pixnet.tl.predict(sdata, SPOTS, ensemble, uncertainty=True, cache=True, **KW)
     members = [pixnet.tl.predict(sdata, SPOTS, _member(ensemble, m), copy=True, **KW) for m in range(3)]
-    maps = np.stack([m["map"].values for m in members])
+    maps = np.stack([m["pixnet_map"].values for m in members])
     np.testing.assert_allclose(sdata.images["pixnet_map"].values, maps.mean(axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(sdata.images["pixnet_std"].values, maps.std(axis=0), rtol=1e-4, atol=1e-7)
     table = sdata.tables[TABLE]
-    predictions = np.stack([np.asarray(m["tables"][TABLE].X) for m in members])
+    predictions = np.stack([np.asarray(m.tables[TABLE].X) for m in members])
     np.testing.assert_allclose(table.layers["std"], predictions.std(axis=0), rtol=1e-4, atol=1e-6)
     assert (table.layers["std"] > 0).mean() > 0.9  # untrained members disagree nearly everywhere
-    plain = pixnet.tl.predict(sdata, SPOTS, ensemble, copy=True, **KW)["tables"][TABLE]
+    plain = pixnet.tl.predict(sdata, SPOTS, ensemble, copy=True, **KW).tables[TABLE]
     np.testing.assert_allclose(table.X, plain.X, rtol=1e-5)  # the same prediction as without uncertainty
     summary = pixnet.tl.evaluate(sdata, TABLE)
     assert {"coverage_50", "coverage_90", "error_std_spearman"} <= set(summary.columns)
@@ -62,9 +62,9 @@ def test_uncertainty_is_written_into_the_store_like_the_map(sdata, ensemble, tmp
     backed = spatialdata.read_zarr(tmp_path / "sample.zarr")
     pixnet.tl.predict(backed, SPOTS, ensemble, uncertainty=True, write=True, **KW)
     reread = spatialdata.read_zarr(tmp_path / "sample.zarr")
-    np.testing.assert_allclose(reread.images["pixnet_std"].values, expected["std"].values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(reread.images["pixnet_std"].values, expected["pixnet_std"].values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(
-        np.asarray(reread.tables[TABLE].layers["std"]), expected["tables"][TABLE].layers["std"], rtol=1e-5
+        np.asarray(reread.tables[TABLE].layers["std"]), expected.tables[TABLE].layers["std"], rtol=1e-5
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from ..constants import Keys
 from ..data.inputs import ResolvedShapes
 from ..utils.version import VERSION
 
-__all__ = ["add_tables", "check_names_free", "instance_centres", "provenance", "shape_table"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_tables", "check_names_free", "instance_centres", "new_elements", "provenance", "shape_table"]
 
 
 def instance_centres(sdata: SpatialData, name: str, kind: str) -> np.ndarray:
@@ -79,14 +82,28 @@ def check_names_free(sdata: SpatialData, names: list[str], overwrite: bool) -> N
         raise ValueError(f"Elements {taken} exist already; pass overwrite=True to replace them, or another key_added.")
 
 
-def add_tables(sdata: SpatialData, tables: dict, copy: bool) -> dict | None:
-    """Return the tables with ``copy``, else add them to ``sdata`` (replacing any of the same names)."""
+def new_elements(sdata: SpatialData, images: dict, tables: dict) -> SpatialData:
+    """A SpatialData of new elements (what ``copy=True`` returns), with the shapes its tables annotate.
+
+    The shapes are ``sdata``'s own (shared, not copied), so the tables' annotations resolve and plots work.
+    """
+    regions = {str(r) for t in tables.values() for r in np.atleast_1d(get_table_keys(t)[0])}
+    shapes = {name: sdata.shapes[name] for name in sorted(regions) if name in sdata.shapes}
+    return SpatialData(images=images, shapes=shapes, tables=tables)
+
+
+def add_tables(sdata: SpatialData, tables: dict, copy: bool) -> SpatialData | None:
+    """With ``copy``, a SpatialData of the tables (see :func:`new_elements`); else add them to ``sdata``.
+
+    Tables of the same names in ``sdata`` are replaced.
+    """
     if copy:
-        return tables
+        return new_elements(sdata, {}, tables)
     for name, table in tables.items():
         if name in sdata.tables:
             del sdata.tables[name]
         sdata.tables[name] = table
+        logger.info("Added table %r (%d shapes x %d genes)", name, *table.shape)
     return None
 
 

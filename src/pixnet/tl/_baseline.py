@@ -174,13 +174,14 @@ def predict_baseline(
     progress
         Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
-        Return ``{name: table}`` instead of adding the tables.
+        Return the tables (in a SpatialData) instead of adding them to ``sdata``.
     resolve_kwargs
         Extra arguments for :func:`pixnet.resolve_inputs`.
 
     Returns
     -------
-    ``None``, or the tables with ``copy=True``.
+    ``None``, or with ``copy=True`` a :class:`~spatialdata.SpatialData` of the new tables (and the shapes they
+    annotate).
 
     Examples
     --------

@@ -20,7 +20,7 @@ from ..data.images import pyramid_levels
 from ..data.inputs import resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
 from ..dense.aggregate import aggregate_spans
-from ..dense.elements import add_tables, check_names_free, provenance, shape_table
+from ..dense.elements import add_tables, check_names_free, new_elements, provenance, shape_table
 from ..dense.lazy_map import lazy_dense_map
 from ..dense.map_cache import MapCache
 from ..dense.store import StoreTransaction
@@ -114,14 +114,14 @@ def predict(
     progress
         Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
-        Return ``{"map": ..., "tables": {...}}`` (and ``"std"`` with ``uncertainty``) instead of adding the
-        elements to ``sdata``.
+        Return the new elements (the map, its ``_std`` map with ``uncertainty``, the tables) as a SpatialData,
+        with the shapes the tables annotate, instead of adding them to ``sdata``.
     resolve_kwargs
         Extra arguments for :func:`pixnet.resolve_inputs`.
 
     Returns
     -------
-    ``None``, or the new elements with ``copy=True``.
+    ``None``, or with ``copy=True`` a :class:`~spatialdata.SpatialData` of the new elements.
 
     Examples
     --------
@@ -207,7 +207,6 @@ def predict(
                 staged = transaction.stage("images", name, element).data
                 if not uncertainty:
                     dense = staged  # aggregation must not run the model again
-        map_element = elements[map_name]
         tables = {}
         for name, resolved in inputs.shapes.items():
             spans, _, area_px = resolved_spans(resolved, factor)
@@ -262,12 +261,12 @@ def predict(
     if write:
         return None
     if copy:
-        return {"map": map_element, **({"std": elements[std_name]} if uncertainty else {}), "tables": tables}
+        return new_elements(sdata, elements, tables)
     _drop(sdata, [*map_names, *tables])
     for name, element in elements.items():
         sdata.images[name] = element
-    for name, table in tables.items():
-        sdata.tables[name] = table
+        logger.info("Added the lazy map %r (%d genes x %d x %d px)", name, *element.shape)
+    add_tables(sdata, tables, copy=False)
     return None
 
 
@@ -327,11 +326,12 @@ def aggregate(
     progress
         Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
-        Return the tables instead of adding them.
+        Return the tables (in a SpatialData) instead of adding them to ``sdata``.
 
     Returns
     -------
-    ``None``, or ``{name: table}`` with ``copy=True``.
+    ``None``, or with ``copy=True`` a :class:`~spatialdata.SpatialData` of the new tables (and the shapes they
+    annotate).
 
     Examples
     --------

@@ -97,3 +97,27 @@ def killed_at_rename(monkeypatch, kill_at: int, action) -> bool:
     finally:
         monkeypatch.setattr(Path, "rename", rename)
         monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on localhost (real downloads, no internet), its URL, and the paths requested."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_request(self, code="-", size="-"):
+            requests.append(self.path)
+
+        def log_message(self, format, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_port}", requests
+    server.shutdown()

@@ -81,9 +81,10 @@ def test_st_section_reader_on_known_geometry(tmp_path):
         read_st_section(tmp_path / "S1.tsv.gz", tmp_path / "S1.tsv.gz", tmp_path / "S1_HE.jpg", "S1")
 
 
-def test_her2st_download_into_cache(tmp_path, monkeypatch):
-    # the real download path, served from a local folder laid out like the public repository
-    repo = tmp_path / "repo" / "data"
+def test_her2st_download_into_cache(tmp_path, monkeypatch, served):
+    # the real download path, served over HTTP from a local folder laid out like the public repository
+    root, url, _ = served
+    repo = root / "data"
     _write_fake_section(tmp_path / "flat", "C2")
     (repo / "ST-cnts").mkdir(parents=True)
     (repo / "ST-spotfiles").mkdir()
@@ -92,13 +93,13 @@ def test_her2st_download_into_cache(tmp_path, monkeypatch):
     (tmp_path / "flat/C2_selection.tsv").rename(repo / "ST-spotfiles/C2_selection.tsv")
     (tmp_path / "flat/C2_HE.jpg").rename(repo / "ST-imgs/C/C2/5714_HE_BT_C2.jpg")
     monkeypatch.setenv("PIXNET_CACHE", str(tmp_path / "cache"))
-    sdata = her2st("C2", base_url=repo.as_uri())
+    sdata = her2st("C2", base_url=f"{url}/data")
     assert sdata["C2_table"].n_obs == 4
     assert (tmp_path / "cache/her2st/C2_HE.jpg").exists()
     (repo / "ST-cnts/C2.tsv.gz").unlink()  # the second call reads the cache only
-    assert her2st("C2", base_url=repo.as_uri())["C2_table"].n_obs == 4
+    assert her2st("C2", base_url=f"{url}/data")["C2_table"].n_obs == 4
     with pytest.raises(ValueError, match="No image location is known"):
-        her2st("Z9", base_url=repo.as_uri())
+        her2st("Z9", base_url=f"{url}/data")
     with pytest.raises(FileNotFoundError, match="Missing section files"):
         her2st("C2", path=tmp_path / "nowhere")
 

@@ -84,17 +84,31 @@ def test_loading_never_executes_code(tmp_path):
     assert not _Exploit.target.exists()
 
 
-def test_download_is_cached_and_checksummed(tmp_path):
-    source = tmp_path / "weights.bin"
-    source.write_bytes(b"weights")
+def test_download_is_cached_and_checksummed(served, tmp_path):
+    folder, url, _ = served
+    (folder / "weights.bin").write_bytes(b"weights")
+    cached = tmp_path / "cache" / "w.bin"
     with pytest.raises(ValueError, match="Checksum mismatch"):
-        download(source.as_uri(), tmp_path / "cache" / "w.bin", sha256="0" * 64)
-    first = download(source.as_uri(), tmp_path / "cache" / "w.bin")
-    source.unlink()  # the cache answers from now on
-    assert download(source.as_uri(), tmp_path / "cache" / "w.bin") == first
+        download(f"{url}/weights.bin", cached, sha256="0" * 64, progress=False)
+    assert not cached.exists()  # a download with the wrong hash is not kept
+    first = download(f"{url}/weights.bin", cached, progress=False)
+    assert first.read_bytes() == b"weights" and first.with_name("w.bin.sha256").exists()
+    (folder / "weights.bin").unlink()  # the cache answers from now on
+    assert download(f"{url}/weights.bin", cached, progress=False) == first
     first.write_bytes(b"tampered")
     with pytest.raises(ValueError, match="does not match its checksum"):
-        download(source.as_uri(), tmp_path / "cache" / "w.bin")
+        download(f"{url}/weights.bin", cached, progress=False)
+
+
+def test_a_failing_server_is_retried_then_reported(served, tmp_path, monkeypatch):
+    import pixnet.utils.downloads
+
+    monkeypatch.setattr(pixnet.utils.downloads, "RETRIES", 1)
+    _, url, requests = served
+    with pytest.raises(Exception, match="404"):
+        download(f"{url}/missing.bin", tmp_path / "cache" / "missing.bin", progress=False)
+    assert requests == ["/missing.bin", "/missing.bin"]  # the first try and one retry
+    assert not (tmp_path / "cache" / "missing.bin").exists()
 
 
 def test_efficientnet_lite0_pyramid_loads_imagenet_weights():

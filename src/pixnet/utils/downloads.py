@@ -2,7 +2,6 @@
 
 import hashlib
 import logging
-import urllib.request
 from pathlib import Path
 
 from .settings import settings
@@ -24,26 +23,37 @@ def sha256sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, sha256: str | None = None) -> Path:
-    """Download ``url`` once to ``target`` and check its SHA-256.
+RETRIES = 3
+"""Attempts after a failed download (a dropped connection, a server error) before giving up."""
 
-    With ``sha256=None`` the hash of the first download is recorded beside the file (``.sha256``) and every
-    later use is checked against it, so a corrupted or swapped cache file is caught.
+
+def download(url: str, target: Path, sha256: str | None = None, progress: bool | None = None) -> Path:
+    """Download ``url`` once to ``target`` (with :mod:`pooch`: retries, a progress bar) and check its SHA-256.
+
+    With ``sha256=None`` (no hash published for the file) the hash of the first download is recorded beside the
+    file (``.sha256``) and every later use is checked against it, so a corrupted or swapped cache file is
+    caught. ``progress``: show a progress bar; ``None``: ``pixnet.settings.progress``.
     """
+    import pooch
+
+    target = Path(target)
     recorded = target.with_name(target.name + ".sha256")
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        logger.info("Downloading %s", url)
-        with urllib.request.urlopen(url, timeout=120) as response, open(tmp, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        actual = sha256sum(tmp)
-        if sha256 is not None and actual != sha256:
-            tmp.unlink()
-            raise ValueError(f"Checksum mismatch for {url}: expected {sha256}, got {actual}.")
-        tmp.replace(target)
-        recorded.write_text(actual)
+        logger.info("Downloading %s to %s", url, target)
+        fetcher = pooch.create(
+            path=target.parent,
+            base_url="",
+            registry={target.name: None if sha256 is None else f"sha256:{sha256}"},
+            urls={target.name: url},
+            retry_if_failed=RETRIES,
+        )
+        try:
+            fetcher.fetch(target.name, progressbar=settings.progress_for(progress))
+        except ValueError as error:
+            if "hash" not in str(error):
+                raise
+            raise ValueError(f"Checksum mismatch for {url}: {error}") from error  # pooch removed the download
+        recorded.write_text(sha256sum(target))
     expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
     if expected is not None and sha256sum(target) != expected:
         raise ValueError(f"Cached {target} does not match its checksum {expected}; delete it to download again.")

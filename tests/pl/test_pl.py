@@ -43,6 +43,8 @@ def test_expression_side_by_side_with_dense_map(predicted, tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert f"{model.genes[0]}: measured" in titles and any("PCC" in t for t in titles)
     _rendered(tmp_path / "e.png")
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert bars and all(not ax.yaxis.get_major_formatter().get_useOffset() for ax in bars)  # plain tick labels
     pixnet.pl.expression(sdata, model.genes[0], "ridge_b_spots", shared_scale=True, save=tmp_path / "r.png")
     _rendered(tmp_path / "r.png")
 

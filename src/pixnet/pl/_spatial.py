@@ -24,7 +24,7 @@ from ..data.inputs import ResolvedShapes, resolve_inputs
 from ..data.pairing import paired_values
 from ..data.tables import table_regions
 from ..metrics import gene_metrics
-from ._utils import finish
+from ._utils import colorbar, finish
 
 __all__ = ["MapWindow", "dense_map", "expression", "map_window", "uncertainty"]
 
@@ -165,9 +165,9 @@ def expression(
             ax.add_collection(patches)
             ax.set_title(title)
             if not shared_scale:
-                fig.colorbar(patches, ax=ax, shrink=0.8, label=pair.normalization.method)
+                colorbar(fig, patches, ax, pair.normalization.method)
         if shared_scale:
-            fig.colorbar(patches, ax=axes[row, :2], shrink=0.8, label=pair.normalization.method)
+            colorbar(fig, patches, axes[row, :2], pair.normalization.method)
         if map_name:
             _draw_map(sdata, window, row, 0.7, "magma", None, None, axes[row, 2], None)
     for ax in axes.ravel():
@@ -350,7 +350,7 @@ def _draw_map(sdata, window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax,
         vmin=float(np.percentile(values, 1)) if vmin is None else vmin,
         vmax=float(np.percentile(values, 99)) if vmax is None else vmax,
     )
-    ax.figure.colorbar(shown, ax=ax, shrink=0.8, label="density per map pixel")
+    colorbar(ax.figure, shown, ax, "density per map pixel")
     ax.set_xlim(region[0], region[2])
     ax.set_ylim(region[3], region[1])
     ax.set_title(f"{window.genes[index]}: dense map")

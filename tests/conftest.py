@@ -7,12 +7,6 @@ import spatialdata_io
 
 from pixnet.datasets import synthetic_spots, synthetic_visium_hd
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # the workers share the machine's cores: one torch thread each, or their thread pools oversubscribe the cores
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PIXNET_DATA", REPO.parent / "shared" / "data"))
 

@@ -20,6 +20,7 @@ def pytest_configure(config):
         for name in THREAD_VARIABLES:
             os.environ.setdefault(name, threads)
 
+
 # the model of tl.predict's example (a few seconds of training)
 DOCTEST_MODEL = {"preset": "paper", "encoder_weights": "random", "decoder_width": 16, "patch_size": 64, "epochs": 1}
 

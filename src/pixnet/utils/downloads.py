@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from .settings import settings
@@ -11,7 +12,9 @@ logger = logging.getLogger(__name__)
 
 def cache_dir() -> Path:
     """Folder for downloads: ``pixnet.settings.cache_dir``, else ``$PIXNET_CACHE``, else ``~/.cache/pixnet``."""
-    return settings.downloads_folder()
+    if settings.cache_dir is not None:
+        return settings.cache_dir
+    return Path(os.environ.get("PIXNET_CACHE", Path.home() / ".cache" / "pixnet"))
 
 
 def sha256sum(path: Path) -> str:

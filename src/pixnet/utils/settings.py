@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ class Settings:
         mps, then cpu), or any device string torch accepts (``"cpu"``, ``"cuda:1"``).
     cache_dir
         Folder for downloaded weights and datasets; ``None`` (the default): ``$PIXNET_CACHE``, else
-        ``~/.cache/pixnet``, read when a download needs it (see :meth:`downloads_folder`).
+        ``~/.cache/pixnet``, read when a download needs it (``pixnet.utils.downloads.cache_dir``).
 
     Examples
     --------
@@ -41,36 +40,29 @@ class Settings:
     cache_dir: Path | None = None
 
     def __setattr__(self, name: str, value) -> None:
-        if name not in {f for f in self.__dataclass_fields__}:
-            raise AttributeError(f"pixnet.settings has no setting {name!r}; the settings are {self._names()}.")
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(
+                f"pixnet.settings has no setting {name!r}; the settings are {list(self.__dataclass_fields__)}."
+            )
         if name == "progress" and not isinstance(value, bool):
             raise TypeError(f"pixnet.settings.progress must be True or False, got {value!r}.")
-        if name == "device" and str(value) != "auto":
-            import torch
-
-            try:
-                torch.device(value)
-            except (RuntimeError, TypeError) as error:
-                raise ValueError(f"pixnet.settings.device: {value!r} is not a torch device or 'auto'.") from error
         if name == "device":
             value = str(value)
+            if value != "auto":
+                import torch
+
+                try:
+                    torch.device(value)
+                except (RuntimeError, TypeError) as error:
+                    raise ValueError(f"pixnet.settings.device: {value!r} is not a torch device or 'auto'.") from error
         if name == "cache_dir" and value is not None:
             value = Path(value).expanduser()
         object.__setattr__(self, name, value)
-
-    def _names(self) -> list[str]:
-        return list(self.__dataclass_fields__)
 
     def reset(self) -> None:
         """Back to the defaults."""
         for name, value in Settings().__dict__.items():
             setattr(self, name, value)
-
-    def downloads_folder(self) -> Path:
-        """Where downloads go: :attr:`cache_dir`, else ``$PIXNET_CACHE``, else ``~/.cache/pixnet``."""
-        if self.cache_dir is not None:
-            return self.cache_dir
-        return Path(os.environ.get("PIXNET_CACHE", Path.home() / ".cache" / "pixnet"))
 
     def progress_for(self, progress: bool | None) -> bool:
         """A call's ``progress`` argument, or the default when it is ``None``."""

@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument(
         "--average-epochs", type=int, help="PixNet keeps the mean weights of the last N epochs (default: the preset's)"
     )
-    parser.add_argument("--pcc-weight", type=float, default=0.5)
+    parser.add_argument("--pcc-weight", type=float, help="PixNet's lambda of (1 - PCC); default: the preset's")
     parser.add_argument(
         "--dihedral-average",
         action=argparse.BooleanOptionalAction,

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--size-um", type=_positive_float, default=320.0, help="side of the capture area in µm (default: 320)"
     )
-    demo.add_argument("--epochs", type=_positive_int, default=8, help="training epochs (default: %(default)s)")
+    demo.add_argument("--epochs", type=_positive_int, default=16, help="training epochs (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
 
@@ -262,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-models", type=_positive_int, help="PixNet decoders ensembled on the frozen encoder (default: the preset's)"
     )
     train.add_argument(
-        "--validation", choices=["region", "none"], default="region", help="hold out a region for early stopping"
+        "--validation",
+        choices=["region", "none"],
+        default="none",
+        help="hold out a region of each section for early stopping (default: none, train on every spot)",
     )
     train.add_argument("--seed", type=int, default=0, help="default: 0")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")

@@ -55,6 +55,8 @@ class TrainingConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
+        if not 0 <= self.pcc_weight < float("inf"):
+            raise ValueError(f"pcc_weight must be a finite number >= 0, got {self.pcc_weight}.")
         if not 0 <= self.average_epochs <= self.epochs:
             raise ValueError(f"average_epochs must be in [0, epochs={self.epochs}], got {self.average_epochs}.")
 

@@ -28,6 +28,8 @@ class TrainingPreset:
         bilinearly from there).
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation; ``batch_size`` counts patches.
+    pcc_weight
+        Lambda in fit term + lambda * (1 - PCC).
     loss
         The fit term beside the PCC term: ``"mse"`` on log targets (the paper's) or ``"poisson"``, the deviance
         of the counts with each spot's total as exposure (see :func:`pixnet.training.loss.pixnet_loss`).
@@ -63,6 +65,7 @@ class TrainingPreset:
     batch_size: int
     learning_rate: float
     weight_decay: float = 1e-4
+    pcc_weight: float = 0.5
     loss: str = "mse"
     lr_schedule: str = "constant"
     average_epochs: int = 0
@@ -94,6 +97,7 @@ PRESETS = {
         epochs=12,
         batch_size=16,
         learning_rate=1e-3,
+        pcc_weight=1.0,
         n_models=2,
     ),
     # Zhang, Yang & Pan: the histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder of width 512,

@@ -121,6 +121,7 @@ def test_training_beats_the_training_mean_on_held_out_bins(hd320):
         epochs=12,
         k=10,
         n_top_genes=16,
+        validation="region",
         seed=0,
         progress=False,
     )

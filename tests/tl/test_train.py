@@ -15,6 +15,7 @@ TRAIN = {
     "patch_size": 96,
     "n_top_genes": 6,
     "batch_size": 4,
+    "validation": "region",
     "progress": False,
 }
 
@@ -93,11 +94,11 @@ def test_bad_training_arguments_fail_before_work(small_spots):
     with pytest.raises(ValueError, match="Unknown method"):
         pixnet.tl.train(small_spots, method="bleep", **TRAIN)
     with pytest.raises(ValueError, match="validation must be"):
-        pixnet.tl.train(small_spots, validation="random", **TRAIN)
+        pixnet.tl.train(small_spots, **(TRAIN | {"validation": "random"}))
     with pytest.raises(ValueError, match="Unknown encoder"):
         pixnet.tl.train(small_spots, encoder="vgg", **TRAIN)
     with pytest.raises(ValueError, match="validation_sections"):
-        pixnet.tl.train(small_spots, validation="section", **TRAIN)
+        pixnet.tl.train(small_spots, **(TRAIN | {"validation": "section"}))
 
 
 def test_several_sections_and_polygon_shapes_train_together(small_spots):
@@ -119,16 +120,15 @@ def test_several_sections_and_polygon_shapes_train_together(small_spots):
     model = pixnet.tl.train(
         [small_spots, other],
         epochs=1,
-        validation="section",
         validation_sections=["st_image"],
-        **(TRAIN | {"patch_size": 128}),
+        **(TRAIN | {"patch_size": 128, "validation": "section"}),
     )
     first = model.history[-1]
     assert first["train_shapes"] == small_spots["synthetic_visium_table"].n_obs  # the held-out section is not trained
     assert np.isfinite(first["val_loss"])
     with pytest.raises(ValueError, match="not among"):
         pixnet.tl.train(
-            [small_spots, other], validation="section", validation_sections=["nope"], **(TRAIN | {"patch_size": 128})
+            [small_spots, other], validation_sections=["nope"], **(TRAIN | {"patch_size": 128, "validation": "section"})
         )
     with pytest.raises(ValueError, match="more than patch_size=96"):
         pixnet.tl.train(other, **TRAIN)  # 100 µm spots do not fit 96 px patches at 1 µm/px

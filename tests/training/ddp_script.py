@@ -26,6 +26,7 @@ def main(out: str, batchnorm_eval: bool) -> None:
         n_top_genes=6,
         batch_size=4,
         epochs=3,
+        validation="region",
         seed=0,
         progress=False,
         device="cpu",

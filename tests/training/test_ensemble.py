@@ -41,7 +41,7 @@ def test_the_ensemble_map_is_the_mean_of_its_members_maps():
 
 
 def test_ensemble_trains_every_member_and_round_trips(spots, tmp_path):
-    model = pixnet.tl.train(spots, epochs=1, n_models=2, **SMALL)  # with a validation region: epoch 0 recorded
+    model = pixnet.tl.train(spots, epochs=1, n_models=2, validation="region", **SMALL)  # epoch 0 recorded
     assert model.config.n_models == 2 and "x 2 models" in repr(model)
     assert [(h["member"], h["epoch"]) for h in model.history] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     untrained = pixnet.tl.train(spots, epochs=0, n_models=2, **SMALL)  # same seed, same start

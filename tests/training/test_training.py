@@ -78,6 +78,7 @@ def trained(tmp_path_factory):
         epochs=6,
         batch_size=4,
         n_top_genes=N_GENES,
+        validation="region",
         seed=0,
         progress=False,
     )

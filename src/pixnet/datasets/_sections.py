@@ -69,6 +69,9 @@ def section_to_sdata(
         dims=("c", "y", "x"),
         c_coords=["r", "g", "b"],
         scale_factors=scale_factors or None,
+        # spatialdata's default 256 px chunks gave ~22,000 tasks behind every read of a coarse level (4.3 s for a
+        # plot's background of one HER2ST section); 1024 px chunks give the same values from 1,500 tasks (2.0 s)
+        chunks=(3, 1024, 1024),
         transformations=transformations,
     )
     radius = spot_diameter_um / microns_per_pixel / 2

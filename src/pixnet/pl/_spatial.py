@@ -143,11 +143,13 @@ def expression(
     inputs = resolve_inputs(sdata, image, regions[0], pair.measured_name, level=0, require_pixel_size=False)
     shapes = inputs.shapes[regions[0]]
     box = _shapes_box(shapes, shapes.shape_positions)
-    background, extent = _background(sdata, inputs.image.name, box, max_size)
     pcc = gene_metrics(pair.predicted, pair.measured, genes)["pcc"].to_numpy()
 
-    if map_name:  # all genes in one pass over the map
+    if map_name:  # all genes in one pass over the map, and the H&E read once for every panel
         window = map_window(sdata, genes, map_name, image=inputs.image.name, region=box, max_size=max_size)
+        background, extent = window.background, window.background_extent
+    else:
+        background, extent = _background(sdata, inputs.image.name, box, max_size)
     n_cols = 3 if map_name else 2
     fig, axes = plt.subplots(
         len(genes), n_cols, figsize=(panel_size * n_cols, panel_size * len(genes)), squeeze=False, layout="constrained"
@@ -169,7 +171,7 @@ def expression(
         if shared_scale:
             colorbar(fig, patches, axes[row, :2], pair.normalization.method)
         if map_name:
-            _draw_map(sdata, window, row, 0.7, "magma", None, None, axes[row, 2], None)
+            _draw_map(window, row, 0.7, "magma", None, None, axes[row, 2], None)
     for ax in axes.ravel():
         ax.set_xlim(box[0], box[2])
         ax.set_ylim(box[3], box[1])
@@ -239,7 +241,7 @@ def dense_map(
 
     """
     window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
-    return _draw_map(sdata, window, 0, alpha, cmap, vmin, vmax, ax, save)
+    return _draw_map(window, 0, alpha, cmap, vmin, vmax, ax, save)
 
 
 def uncertainty(
@@ -273,7 +275,7 @@ def uncertainty(
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), layout="constrained")
     for ax, name, title in zip(axes, (Keys.map(key_added), std_name), ("prediction", "ensemble std"), strict=True):
         window = map_window(sdata, [gene], name, image=image, region=region, max_size=max_size)
-        _draw_map(sdata, window, 0, 0.7, cmap, None, None, ax, None)
+        _draw_map(window, 0, 0.7, cmap, None, None, ax, None)
         ax.set_title(f"{gene}: {title}")
     finish(fig, save)
     return fig
@@ -281,7 +283,7 @@ def uncertainty(
 
 @dataclass(frozen=True)
 class MapWindow:
-    """Genes of a dense map over a window, averaged down, and where they lie on the H&E."""
+    """Genes of a dense map over a window, averaged down, and the H&E under it (read once for all genes)."""
 
     genes: list[str]
     values: np.ndarray  # (genes, rows, columns)
@@ -289,6 +291,8 @@ class MapWindow:
     region: Box
     image: str
     max_size: int
+    background: np.ndarray  # the H&E over the region, at most max_size px a side
+    background_extent: list[float]
 
 
 def map_window(
@@ -331,17 +335,19 @@ def map_window(
     values = da.coarsen(np.mean, window, {1: step, 2: step}, trim_excess=True).compute()
     height, width = values.shape[1:]
     extent = [x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale]
-    return MapWindow(list(genes), values, extent, tuple(region), inputs.image.name, max_size)
+    background, background_extent = _background(sdata, inputs.image.name, region, max_size)
+    return MapWindow(
+        list(genes), values, extent, tuple(region), inputs.image.name, max_size, background, background_extent
+    )
 
 
-def _draw_map(sdata, window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:
+def _draw_map(window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:
     import matplotlib.pyplot as plt
 
     values, region = window.values[index], window.region
-    background, extent = _background(sdata, window.image, region, window.max_size)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6), layout="constrained")
-    ax.imshow(background, extent=extent)
+    ax.imshow(window.background, extent=window.background_extent)
     shown = ax.imshow(
         values,
         extent=window.extent,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..models.image2gene import Image2Gene
 from ..utils.device import resolve_device
 from .augment import augment_images, draw_augmentations
 from .distributed import Distributed
-from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer
+from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, run_epochs
 from .loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -114,10 +115,8 @@ def fit_image2gene(
     tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
     rng = tracker.rng
     schedule = learning_rate_schedule(config)
-    has_validation = len(held_out) > 1
-    if has_validation and not tracker.resumed:
-        model.history.append({"epoch": 0, **evaluate(model, sections, spots, train, held_out, moments)})
-    for epoch in range(tracker.start_epoch, config.epochs):
+
+    def train_epoch(epoch: int) -> dict:
         started = time.perf_counter()
         network.train()
         if config.freeze_encoder:
@@ -142,17 +141,19 @@ def fit_image2gene(
             value = float(loss.detach())
             total += value / len(batches)
             bar.set_postfix(loss=f"{value:.4f}")
-        record = {
+        return {
             "epoch": epoch + 1,
             "train_loss": total,
             "train_shapes": len(train),
             "train_seconds": round(time.perf_counter() - started, 2),
         }
-        if has_validation:
-            record.update(evaluate(model, sections, spots, train, held_out, moments))
-        record["seconds"] = round(time.perf_counter() - started, 2)
-        if tracker.end_epoch(record, before_checkpoint=lambda: _set_bank(model, sections, spots, train)):
-            break
-    tracker.finish()
+
+    run_epochs(
+        tracker,
+        tracker.start_epoch,
+        train_epoch,
+        functools.partial(evaluate, model, sections, spots, train, held_out, moments) if len(held_out) > 1 else None,
+        before_checkpoint=lambda: _set_bank(model, sections, spots, train),
+    )
     _set_bank(model, sections, spots, np.arange(len(spots.targets)))
     return model

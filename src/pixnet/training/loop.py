@@ -194,10 +194,16 @@ class EpochTracker:
             self._reset()
         return self.start_epoch
 
+    def _with_member(self, record: dict) -> dict:
+        return {"member": self.member + 1, **record} if getattr(self.model.config, "n_models", 1) > 1 else record
+
+    def record_untrained(self, metrics: dict) -> None:
+        """Record the validation metrics before training (epoch 0), so that history shows what training gained."""
+        self.model.history.append(self._with_member({"epoch": 0, **metrics}))
+
     def end_epoch(self, record: dict, write_checkpoint: bool = True, before_checkpoint=None) -> bool:
         """Record an epoch; ``True`` when training should stop early."""
-        if getattr(self.model.config, "n_models", 1) > 1:
-            record = {"member": self.member + 1, **record}
+        record = self._with_member(record)
         self.model.history.append(record)
         logger.info("epoch %d: %s", record["epoch"], record)
         if self.progress:
@@ -238,6 +244,38 @@ class EpochTracker:
         elif self.best_state is not None:
             self.model.network.load_state_dict(self.best_state)
         self.model.network.eval()
+
+
+def run_epochs(
+    tracker: EpochTracker,
+    start: int,
+    train_epoch,
+    validate=None,
+    *,
+    write_checkpoint: bool = True,
+    barrier=None,
+    before_checkpoint=None,
+) -> None:
+    """The epochs of one model (or ensemble member) from ``start``, for every method.
+
+    ``train_epoch(epoch)`` trains one epoch and returns its record; ``validate()`` (optional) returns validation
+    metrics, recorded for the untrained model too when starting from scratch. The tracker keeps history, best
+    or averaged weights and checkpoints, and stops early; ``barrier`` keeps distributed processes in step.
+    """
+    if validate is not None and start == 0:
+        tracker.record_untrained(validate())
+    for epoch in range(start, tracker.config.epochs):
+        started = time.perf_counter()
+        record = train_epoch(epoch)
+        if validate is not None:
+            record.update(validate())
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        stop = tracker.end_epoch(record, write_checkpoint=write_checkpoint, before_checkpoint=before_checkpoint)
+        if barrier is not None:
+            barrier()
+        if stop:
+            break
+    tracker.finish()
 
 
 def fit(
@@ -293,20 +331,14 @@ def fit(
         optimizer = make_optimizer(alone.train_only_this(), config, device)
         start = tracker.begin_member(member, optimizer)
         trained = group.wrap(alone, device)
-        if has_validation and start == 0:  # the untrained baseline, so that history shows what training gained
-            baseline = evaluate(run, validation, alone)
-            model.history.append({**({"member": member + 1} if n_members > 1 else {}), "epoch": 0, **baseline})
-        for epoch in range(start, config.epochs):
-            started = time.perf_counter()
-            record = _train_epoch(run, alone, trained, optimizer, epoch)
-            if has_validation:
-                record.update(evaluate(run, validation, alone))
-            record["seconds"] = round(time.perf_counter() - started, 2)
-            stop = tracker.end_epoch(record, write_checkpoint=group.is_main)
-            group.barrier()
-            if stop:
-                break
-        tracker.finish()
+        run_epochs(
+            tracker,
+            start,
+            functools.partial(_train_epoch, run, alone, trained, optimizer),
+            functools.partial(evaluate, run, validation, alone) if has_validation else None,
+            write_checkpoint=group.is_main,
+            barrier=group.barrier,
+        )
     for member in range(n_members):
         for module in network.member_modules(member):
             module.requires_grad_(True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,16 +13,7 @@ import torch.nn.functional as F
 from ..nn import EncoderConfig, create_encoder
 from ..nn.image2gene import Image2GeneNetwork
 from .base import TrainedModel
-from .persist import (
-    CONFIG,
-    WEIGHTS,
-    check_shapes,
-    load_tensors,
-    meta_state_shapes,
-    read_record,
-    save_folder,
-    tensor_shapes,
-)
+from .persist import WEIGHTS, load_tensors, tensor_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +101,10 @@ class Image2Gene(TrainedModel):
     >>> pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, key_added="i2g")  # doctest: +SKIP
 
     """
+
+    method = "image2gene"
+    config_class = Image2GeneConfig
+    extra_files = (_BANK,)
 
     def __init__(self, network: Image2GeneNetwork, config: Image2GeneConfig, history: list[dict] | None = None):
         self.network = network
@@ -256,28 +250,15 @@ class Image2Gene(TrainedModel):
         return torch.stack(maps)
 
     # ------------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
-        """Write the network (``model.safetensors``), the training spots (``bank.safetensors``) and ``config.json``.
-
-        The folder is written beside its target (symlinks resolved) and swapped in under a write lock, so a
-        failed or killed save leaves the existing model or the new one, never neither, and two processes cannot
-        both write one path. ``extra(folder)`` writes further files into the new folder before the swap
-        (training checkpoints keep their trainer state there).
-        """
-        bank = {"embeddings": self.bank_embeddings, "density": self.bank_density}
-        files = {WEIGHTS: self.network.state_dict(), _BANK: bank}
-        return save_folder(path, files, self.config, self.history, overwrite, extra)
+    def _tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The network and the training spots (``bank.safetensors``: embeddings and densities)."""
+        return {
+            WEIGHTS: self.network.state_dict(),
+            _BANK: {"embeddings": self.bank_embeddings, "density": self.bank_density},
+        }
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Image2Gene:
-        """Load a saved model. Only tensors and JSON are read: loading never executes code."""
-        record = read_record(path, [WEIGHTS, _BANK], "image2gene")
-        path = Path(path)
-        try:
-            config = Image2GeneConfig(**record["config"])
-        except TypeError as error:
-            raise ValueError(f"{path / CONFIG} is not an Image2Gene config: {error}.") from None
-        check_shapes(meta_state_shapes(lambda: cls.build(config).network), path / WEIGHTS)
+    def _check_files(cls, config: Image2GeneConfig, path: Path) -> None:
         shapes = tensor_shapes(path / _BANK)
         n_spots = shapes.get("embeddings", (0,))[0]
         wanted = {"embeddings": (n_spots, config.embedding_dim), "density": (n_spots, len(config.genes))}
@@ -286,11 +267,7 @@ class Image2Gene(TrainedModel):
                 f"{path / _BANK}: tensors {shapes} do not match the config (expected {wanted} for some number of "
                 "training spots > 0)."
             )
-        model = cls.build(config)
-        model.network.load_state_dict(load_tensors(path / WEIGHTS))
+
+    def _read_files(self, path: Path) -> None:
         bank = load_tensors(path / _BANK)
-        model.set_bank(bank["embeddings"], bank["density"])  # the reference area is in the config
-        model.history = record.get("history", [])
-        model.network.to(device)
-        logger.info("Loaded %r from %s", model, path)
-        return model
+        self.set_bank(bank["embeddings"], bank["density"])  # the reference area is in the config

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..nn import EncoderConfig, PixNetNetwork, create_encoder
 from .base import TrainedModel
-from .persist import (
-    CONFIG,
-    FORMAT_VERSION,
-    WEIGHTS,
-    check_shapes,
-    load_tensors,
-    meta_state_shapes,
-    read_record,
-    save_folder,
-)
+from .persist import FORMAT_VERSION, WEIGHTS, read_record
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +109,10 @@ class PixNet(TrainedModel):
 
     """
 
+    method = "pixnet"
+    config_class = PixNetConfig
+    config_defaults: ClassVar[dict] = {"decoder_norm": "batch"}  # files saved before the channel norm used batch norm
+
     def __init__(self, network: PixNetNetwork, config: PixNetConfig, history: list[dict] | None = None) -> None:
         self.network = network
         self.config = config
@@ -201,34 +196,6 @@ class PixNet(TrainedModel):
                 density = torch.rot90(density.flip(-1) if flip else density, -k, dims=(-2, -1))
                 total = density if total is None else total + density
         return total / 8
-
-    # ------------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` to the folder ``path``.
-
-        The folder is written beside its target (symlinks resolved) and swapped in under a write lock, so a
-        failed or killed save leaves the existing model or the new one, never neither, and two processes cannot
-        both write one path. ``extra(folder)`` writes further files into the new folder before the swap
-        (training checkpoints keep their trainer state there).
-        """
-        return save_folder(path, {WEIGHTS: self.network.state_dict()}, self.config, self.history, overwrite, extra)
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> PixNet:
-        """Load a saved model. Only tensors and JSON are read: loading never executes code."""
-        record = read_record(path, [WEIGHTS], "pixnet")
-        path = Path(path)
-        try:
-            config = PixNetConfig(**{"decoder_norm": "batch", **record["config"]})  # older files: batch norm
-        except TypeError as error:
-            raise ValueError(f"{path / CONFIG} is not a PixNet config: {error}.") from None
-        check_shapes(meta_state_shapes(lambda: cls.build(config).network), path / WEIGHTS)
-        model = cls.build(config)
-        model.network.load_state_dict(load_tensors(path / WEIGHTS))
-        model.history = record.get("history", [])
-        model.network.to(device)
-        logger.info("Loaded %r from %s", model, path)
-        return model
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

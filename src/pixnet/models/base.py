@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import torch
 
+from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization
 from .persist import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
 
@@ -54,6 +55,16 @@ class TrainedModel:
     def epochs_trained(self) -> int:
         """Training epochs in ``history`` (epoch 0 there is the untrained model's validation)."""
         return sum(h["epoch"] > 0 for h in self.history)
+
+    @staticmethod
+    def _create_encoder(config, encoder_weights: str | None) -> tuple[torch.nn.Module, EncoderConfig]:
+        """The encoder ``config`` names: random, or with ``encoder_weights`` (then recorded in ``config.encoder``)."""
+        encoder_config = EncoderConfig.from_dict(config.encoder)
+        encoder, loaded = create_encoder(encoder_config.name, encoder_weights)
+        if encoder_weights is not None:
+            config.encoder = loaded.to_dict()
+            encoder_config = loaded
+        return encoder, encoder_config
 
     # ------------------------------------------------------------------------------------------ persistence
     def _tensors(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..nn import EncoderConfig, create_encoder
 from ..nn.image2gene import Image2GeneNetwork
 from .base import TrainedModel
 from .persist import WEIGHTS, load_tensors, tensor_shapes
@@ -118,11 +117,7 @@ class Image2Gene(TrainedModel):
         """A new model for ``config``; the encoder is randomly initialised unless ``encoder_weights`` is given."""
         if config.weighting not in WEIGHTINGS:
             raise ValueError(f"Unknown kNN weighting {config.weighting!r}; choose one of {WEIGHTINGS}.")
-        encoder_config = EncoderConfig.from_dict(config.encoder)
-        encoder, loaded = create_encoder(encoder_config.name, encoder_weights)
-        if encoder_weights is not None:
-            config.encoder = loaded.to_dict()
-            encoder_config = loaded
+        encoder, encoder_config = cls._create_encoder(config, encoder_weights)
         network = Image2GeneNetwork(encoder, encoder_config, config.embedding_dim, coordinates=config.coordinates)
         return cls(network, config)
 

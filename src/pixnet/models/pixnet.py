@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..nn import EncoderConfig, PixNetNetwork, create_encoder
+from ..nn import PixNetNetwork
 from .base import TrainedModel
 from .persist import FORMAT_VERSION, WEIGHTS, read_record
 
@@ -121,11 +121,7 @@ class PixNet(TrainedModel):
     @classmethod
     def build(cls, config: PixNetConfig, encoder_weights: str | None = None) -> PixNet:
         """A new model for ``config``; the encoder is randomly initialised unless ``encoder_weights`` is given."""
-        encoder_config = EncoderConfig.from_dict(config.encoder)
-        encoder, loaded = create_encoder(encoder_config.name, encoder_weights)
-        if encoder_weights is not None:
-            config.encoder = loaded.to_dict()
-            encoder_config = loaded
+        encoder, encoder_config = cls._create_encoder(config, encoder_weights)
         network = PixNetNetwork(
             encoder,
             encoder_config,

@@ -59,19 +59,20 @@ def section_to_sdata(
     ``uns["spatial"][sample_id]["scalefactors"]`` with ``microns_per_pixel`` and ``spot_diameter_fullres``).
     """
     transformations = {sample_id: Identity()}
+    # spatialdata's default 256 px chunks gave ~22,000 tasks behind every read of a coarse level (4.3 s for a
+    # plot's background of one HER2ST section); 1024 px chunks give the same values from 1,500 tasks (2.0 s)
+    chunks = (3, 1024, 1024)
     if isinstance(image, da.Array):  # read lazily (a TIFF): stays lazy
-        data = image.transpose(2, 0, 1).rechunk((3, 2048, 2048))
+        data = image.transpose(2, 0, 1).rechunk(chunks)
     else:
-        data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=(3, 2048, 2048))
+        data = da.from_array(np.moveaxis(np.asarray(image), -1, 0), chunks=chunks)
     scale_factors = [2] * max(0, int(np.log2(max(image.shape[:2]) / 1024)))
     image_element = Image2DModel.parse(
         data,
         dims=("c", "y", "x"),
         c_coords=["r", "g", "b"],
         scale_factors=scale_factors or None,
-        # spatialdata's default 256 px chunks gave ~22,000 tasks behind every read of a coarse level (4.3 s for a
-        # plot's background of one HER2ST section); 1024 px chunks give the same values from 1,500 tasks (2.0 s)
-        chunks=(3, 1024, 1024),
+        chunks=chunks,  # parse rechunks to its own default otherwise
         transformations=transformations,
     )
     radius = spot_diameter_um / microns_per_pixel / 2

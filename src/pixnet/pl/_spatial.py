@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # pyplot is imported where a figure is drawn: `import pixnet` does not start a matplotlib backend
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.array as da
@@ -272,9 +272,11 @@ def uncertainty(
     std_name = Keys.std_map(key_added)
     if std_name not in sdata.images:
         raise KeyError(f"No image element {std_name!r}; run pixnet.tl.predict(..., uncertainty=True) first.")
+    prediction = map_window(sdata, [gene], Keys.map(key_added), image=image, region=region, max_size=max_size)
+    values, extent = _map_values(sdata, [gene], std_name, image, prediction.region, max_size)[:2]
+    spread = replace(prediction, values=values, extent=extent)  # the same H&E underneath, read once
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), layout="constrained")
-    for ax, name, title in zip(axes, (Keys.map(key_added), std_name), ("prediction", "ensemble std"), strict=True):
-        window = map_window(sdata, [gene], name, image=image, region=region, max_size=max_size)
+    for ax, window, title in zip(axes, (prediction, spread), ("prediction", "ensemble std"), strict=True):
         _draw_map(window, 0, 0.7, cmap, None, None, ax, None)
         ax.set_title(f"{gene}: {title}")
     finish(fig, save)
@@ -289,8 +291,6 @@ class MapWindow:
     values: np.ndarray  # (genes, rows, columns)
     extent: list[float]  # imshow extent in full-resolution pixels of the image
     region: Box
-    image: str
-    max_size: int
     background: np.ndarray  # the H&E over the region, at most max_size px a side
     background_extent: list[float]
 
@@ -308,6 +308,16 @@ def map_window(
 
     Parameters are as for :func:`dense_map`. Reading genes one at a time from a lazy map would run the model
     over the window once per gene.
+    """
+    values, extent, image, region = _map_values(sdata, genes, map_name, image, region, max_size)
+    background, background_extent = _background(sdata, image, region, max_size)
+    return MapWindow(list(genes), values, extent, region, background, background_extent)
+
+
+def _map_values(sdata, genes, map_name: str, image: str | None, region: Box | None, max_size: int):
+    """The genes' values over ``region`` (default: the whole map), at most ``max_size`` px a side.
+
+    Also their imshow extent, the name of the image they lie on and the region.
     """
     if map_name not in sdata.images:
         raise KeyError(
@@ -335,10 +345,7 @@ def map_window(
     values = da.coarsen(np.mean, window, {1: step, 2: step}, trim_excess=True).compute()
     height, width = values.shape[1:]
     extent = [x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale]
-    background, background_extent = _background(sdata, inputs.image.name, region, max_size)
-    return MapWindow(
-        list(genes), values, extent, tuple(region), inputs.image.name, max_size, background, background_extent
-    )
+    return values, extent, inputs.image.name, tuple(region)
 
 
 def _draw_map(window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:

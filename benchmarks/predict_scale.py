@@ -84,7 +84,7 @@ def run_slide(size_um: float, bins: int, width: int, out: Path, write: bool) -> 
     from _synthetic import read_hd
 
     import pixnet
-    import pixnet.tl._predict as predict_module
+    import pixnet.dense.predict as predict_module
 
     start = time.perf_counter()
     reuse = (out / "sample.zarr").exists()  # a store from an earlier run: predict again, replacing its elements

@@ -79,20 +79,22 @@ def test_bad_input_gives_one_line_reason(tmp_path, capsys):
 @pytest.mark.parametrize(
     "option",
     [
-        ["--epochs", "0"],
-        ["--epochs", "-1"],
-        ["--batch-size", "0"],
-        ["--decoder-width", "0"],
-        ["--microns-per-pixel", "0"],
-        ["--learning-rate", "nan"],
-        ["--n-genes", "x"],
+        ["--epochs", "-1", "epochs must be a finite number >= 0, got -1"],
+        ["--epochs", "1.5", "invalid literal for int"],
+        ["--batch-size", "0", "batch_size must be a finite number > 0, got 0"],
+        ["--decoder-width", "0", "decoder_width must be a finite number > 0, got 0"],
+        ["--microns-per-pixel", "0", "microns_per_pixel must be a finite number > 0, got 0.0"],
+        ["--learning-rate", "nan", "learning_rate must be a finite number > 0, got nan"],
+        ["--patch-size", "16", "patch_size must be at least 32 pixels, got 16"],
+        ["--output-stride", "3", "expected one of 1, 2, 4, got '3'"],
+        ["--n-genes", "x", "expected a positive integer, got 'x'"],
     ],
 )
 def test_numbers_are_checked_before_anything_runs(tmp_path, option, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *option])
+        main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *option[:2]])
     assert exit_.value.code == 2
-    assert f"argument {option[0]}: expected a positive" in capsys.readouterr().err
+    assert f"argument {option[0]}: {option[2]}" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import logging
+import re
 import shutil
 import sys
 import warnings
@@ -63,26 +66,15 @@ def _train(args: argparse.Namespace) -> None:
         image=args.image,
         table=args.table,
         n_top_genes=args.n_genes,
-        preset=args.preset,
-        microns_per_pixel=args.microns_per_pixel,
-        patch_size=args.patch_size,
-        encoder=args.encoder,
-        encoder_weights=args.encoder_weights,
-        decoder_width=args.decoder_width,
-        output_stride=args.output_stride,
-        freeze_encoder=args.freeze_encoder,
         method=args.method,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        n_models=args.n_models,
-        validation=None if args.validation == "none" else args.validation,
+        preset=args.preset,
         seed=args.seed,
         device=args.device,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         progress=not args.quiet,
         resolve_kwargs=_resolve_kwargs(args),
+        **{name: getattr(args, name) for name in _train_option_names() if hasattr(args, name)},
     )
     model.save(args.out, overwrite=args.overwrite)
     last = model.history[-1]
@@ -173,6 +165,108 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed, progress=not args.quiet, echo=print)
 
 
+def _train_option_classes() -> tuple:
+    from .models import Image2GeneParams, PixNetParams
+    from .training.plan import TrainingPlan
+
+    return (("method options", (PixNetParams, Image2GeneParams)), ("training plan", (TrainingPlan,)))
+
+
+def _train_option_names() -> list[str]:
+    return [name for _, classes in _train_option_classes() for cls in classes for name in cls.field_names()]
+
+
+def _attribute_help(cls) -> dict[str, str]:
+    """The first sentence of each attribute's description in the numpy-style docstrings of ``cls`` and its bases."""
+    found = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+        start = lines.index("Attributes") + 2 if "Attributes" in lines else len(lines)
+        described, names = {}, []
+        for line in lines[start:]:
+            if line and not line.startswith(" "):
+                if line in ("Examples", "Notes", "See Also"):
+                    break
+                names = [n.strip() for n in line.split(",")]
+            elif line.strip():
+                for name in names:
+                    described[name] = (described.get(name, "") + " " + line.strip()).strip()
+        found |= {name: text for name, text in described.items() if not text.startswith("See :class:")}
+    plain = {
+        name: re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", text).replace("``", "") for name, text in found.items()
+    }
+    return {name: text.split(". ")[0].rstrip(".") for name, text in plain.items()}
+
+
+def _literal_value(choices: tuple):
+    """An argparse type that turns text into one of ``choices`` (``none`` for ``None``)."""
+    by_text = {str(c).lower(): c for c in choices}
+
+    def convert(text: str):
+        if text.lower() not in by_text:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(by_text)}, got {text!r}")
+        return by_text[text.lower()]
+
+    return convert
+
+
+def _checked_by(cls, name: str, convert):
+    """An argparse type: ``convert(text)``, checked as option ``name`` of ``cls`` is (before anything runs)."""
+
+    def checked(text: str):
+        try:
+            value = convert(text)
+            cls(**{name: value})
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+        return value
+
+    return checked
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of the method params and the training plan: their names, types and docs in one place."""
+    import types
+    import typing
+
+    from .training.presets import PRESETS
+    from .utils.options import literal_choices
+
+    seen = {"method"}
+    for title, classes in _train_option_classes():
+        group = parser.add_argument_group(title)
+        for cls in classes:
+            hints, docs = typing.get_type_hints(cls), _attribute_help(cls)
+            only = "" if len(classes) == 1 else f" ({cls.method} only)"
+            for field in dataclasses.fields(cls):
+                name = field.name
+                if name in seen:
+                    continue
+                seen.add(name)
+                shared = all(name in other.field_names() for other in classes)
+                hint, default = hints[name], field.default
+                args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+                base = next(a for a in args if a is not type(None))
+                from_preset = default is None and name in PRESETS["cpu"].to_dict()
+                when = "; default: the preset's" if from_preset else "" if default is None else f"; default: {default}"
+                help_text = f"{docs.get(name, name)}{'' if shared else only}{when}".replace("%", "%%")
+                options = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+                choices = literal_choices(hint)
+                if base is bool:
+                    options["action"] = argparse.BooleanOptionalAction
+                elif choices is not None:
+                    allowed = (*choices, *([None] if type(None) in args and not from_preset else []))
+                    options |= {
+                        "type": _literal_value(allowed),
+                        "metavar": "{" + ",".join(map(str, allowed)).lower() + "}",
+                    }
+                elif typing.get_origin(base) is tuple:
+                    options |= {"nargs": "+", "type": str}
+                else:
+                    options["type"] = _checked_by(cls, name, base)
+                group.add_argument("--" + name.replace("_", "-"), **options)
+
+
 def _add_input_scale(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-microns-per-pixel",
@@ -239,34 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the recipe the options below default to: cpu (frozen ImageNet EfficientNet-Lite0 at 4 µm/px), paper "
         "(histology ResNet18 fine-tuned at 1 µm/px, for a GPU) or auto (paper with a GPU, else cpu; default)",
     )
-    train.add_argument(
-        "--microns-per-pixel", type=_positive_float, help="working resolution of the model (default: the preset's)"
-    )
     _add_input_scale(train)
-    train.add_argument("--patch-size", type=_positive_int, help="training patch side, pixels (default: the preset's)")
-    train.add_argument("--encoder", help="resnet18 or efficientnet_lite0 (default: the preset's)")
-    train.add_argument(
-        "--encoder-weights", help="'random', 'ciga', 'imagenet' (efficientnet) or a file (default: the preset's)"
-    )
-    train.add_argument("--decoder-width", type=_positive_int, help="deepest decoder channels (default: the preset's)")
-    train.add_argument("--output-stride", type=int, choices=[1, 2, 4], help="decoder's last stride (default: preset)")
-    train.add_argument(
-        "--freeze-encoder", action=argparse.BooleanOptionalAction, help="train the decoder only (default: preset)"
-    )
-    train.add_argument("--epochs", type=_positive_int, help="default: the preset's")
-    train.add_argument(
-        "--batch-size", type=_positive_int, help="patches (PixNet, default: the preset's) or spots (Image2Gene, 64)"
-    )
-    train.add_argument("--learning-rate", type=_positive_float, help="default: the preset's")
-    train.add_argument(
-        "--n-models", type=_positive_int, help="PixNet decoders ensembled on the frozen encoder (default: the preset's)"
-    )
-    train.add_argument(
-        "--validation",
-        choices=["region", "none"],
-        default="none",
-        help="hold out a region of each section for early stopping (default: none, train on every spot)",
-    )
+    _add_train_options(train)
     train.add_argument("--seed", type=int, default=0, help="default: 0")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")

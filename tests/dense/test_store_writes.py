@@ -98,7 +98,7 @@ def test_a_failure_before_the_swap_leaves_the_store_as_it_was(store, models, mon
     def failing(*args, **kwargs):
         raise RuntimeError("aggregation failed")
 
-    monkeypatch.setattr(pixnet.tl._predict, "aggregate_spans", failing)
+    monkeypatch.setattr(pixnet.dense.predict, "aggregate_spans", failing)
     with pytest.raises(RuntimeError, match="aggregation failed"):
         pixnet.tl.predict(spatialdata.read_zarr(store), shapes=SPOTS, model=models[1], overwrite=True, **KW)
     after = _state(store)

@@ -1,35 +1,134 @@
-"""What every trained pixnet model (PixNet, Image2Gene) shares: its outputs, its training record, save and load."""
+"""What every trained pixnet model (PixNet, Image2Gene) shares: training, prediction, its outputs, save and load."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import torch
+from spatialdata import SpatialData
 
+from ..data.training_sections import name_sections, resolve_sections, training_sections
+from ..dense.predict import predict
 from ..nn import EncoderConfig, create_encoder
-from ..pp import Normalization
-from .persist import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
+from ..pp import Normalization, select_genes
+from ..training.loop import TrainingConfig
+from ..training.plan import TrainingPlan
+from ..training.presets import TrainingPreset, resolve_preset
+from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
+from ..utils.registry import remember
+from ..utils.settings import settings
+from .params import MethodParams
 
 logger = logging.getLogger(__name__)
 
 
 class TrainedModel:
-    """Shared properties, ``save`` and ``load``; subclasses set ``network``, ``config`` and ``history``.
+    """What PixNet and Image2Gene share: training, prediction, properties, ``save`` and ``load``.
 
-    A subclass names its ``method`` (recorded in ``config.json``), its ``config_class`` and the further tensor
-    files it saves beside the network's weights, which it writes in :meth:`_tensors` and checks and reads back
-    in :meth:`_check_files` and :meth:`_read_files`.
+    A subclass names its ``method`` (recorded in ``config.json``), its ``params_class`` (the options
+    :meth:`train` takes) and ``config_class`` (what a trained model records), and supplies what differs: its
+    config from resolved options (:meth:`_config`), its training function (``fit``), its dense maps
+    (``predict_tiles``) and the further tensor files it saves beside the network's weights (:meth:`_tensors`,
+    :meth:`_check_files`, :meth:`_read_files`).
     """
 
     network: torch.nn.Module
     history: list[dict]
     method: ClassVar[str]
+    params_class: ClassVar[type[MethodParams]]
     config_class: ClassVar[type]
     config_defaults: ClassVar[dict] = {}  # fields that older model files lack, with the value they meant
+    plan_defaults: ClassVar[dict] = {}  # the method's own defaults of the training plan, before the preset's
     extra_files: ClassVar[tuple[str, ...]] = ()
+    fit: ClassVar[Callable]
+
+    # ------------------------------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls,
+        sdata: SpatialData | Sequence[SpatialData],
+        *,
+        image=None,
+        shapes=None,
+        table=None,
+        section_names: list[str] | None = None,
+        params: MethodParams | None = None,
+        plan: TrainingPlan | None = None,
+        preset: str | TrainingPreset = "auto",
+        genes: list[str] | None = None,
+        n_top_genes: int = 250,
+        normalization: str | Normalization = "total_log",
+        seed: int = 0,
+        device: str | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: str | Path | None = None,
+        progress: bool | None = None,
+        resolve_kwargs: dict | None = None,
+    ):
+        """Train a model of this class; :func:`pixnet.tl.train` (``method=``) describes every argument.
+
+        ``params`` (this class's ``params_class``) and ``plan`` are completed from ``preset``: options left at
+        ``None`` take the method's defaults, then the preset's.
+        """
+        progress, device = settings.progress_for(progress), settings.device_for(device)
+        normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
+        recipe = resolve_preset(preset, device)
+        plan = (plan or TrainingPlan()).resolved(cls.plan_defaults, recipe)
+        plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
+        params = cls._resolve_params(params or cls.params_class(), recipe, plan)
+        objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        names = name_sections(resolved, section_names)
+        gene_record = select_genes(
+            [s.table for r in resolved for s in r.shapes.values()], n_top=n_top_genes, genes=genes
+        )
+        sections = training_sections(
+            resolved,
+            names,
+            gene_record["genes"],
+            normalization,
+            params.microns_per_pixel,
+            params.patch_size,
+            plan.validation,
+            plan.validation_fraction,
+            plan.validation_sections or (),
+        )
+        shared = {
+            "genes": gene_record["genes"],
+            "gene_selection": {k: v for k, v in gene_record.items() if k != "genes"},
+            "normalization": normalization.to_dict(),
+            "microns_per_pixel": float(params.microns_per_pixel),
+            "patch_size": int(params.patch_size),
+            "encoder": EncoderConfig(params.encoder).to_dict(),
+        }
+        torch.manual_seed(seed)
+        model = cls.build(cls._config(params, shared), params.encoder_weights)
+        options = {**plan.to_dict(), **params.to_dict(), "preset": recipe.name, "seed": seed, "device": device}
+        training = TrainingConfig(
+            **{f.name: options[f.name] for f in dataclasses.fields(TrainingConfig) if f.name in options}
+        )
+        cls.fit(model, sections, training, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+        for o in objects:
+            remember(o, model)
+        return model
+
+    @classmethod
+    def _resolve_params(cls, params: MethodParams, preset: TrainingPreset, plan: TrainingPlan) -> MethodParams:
+        """``params`` completed from ``preset`` and checked against the resolved ``plan``."""
+        return params.resolved(preset)
+
+    @classmethod
+    def _config(cls, params: MethodParams, shared: dict):
+        """The config of a new model: ``shared`` (genes, normalisation, resolution, encoder) and the method's."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def predict(self, sdata: SpatialData, shapes: str | list[str] | None = None, **kwargs) -> SpatialData | None:
+        """The dense map of ``sdata``'s image and its readout: :func:`pixnet.tl.predict` with this model."""
+        return predict(sdata, shapes, self, **kwargs)
 
     @property
     def genes(self) -> list[str]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..nn.image2gene import Image2GeneNetwork
+from ..training.image2gene import fit_image2gene
+from ..utils.model_files import WEIGHTS, load_tensors, tensor_shapes
 from .base import TrainedModel
-from .persist import WEIGHTS, load_tensors, tensor_shapes
+from .params import Image2GeneParams
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +105,11 @@ class Image2Gene(TrainedModel):
     """
 
     method = "image2gene"
+    params_class = Image2GeneParams
     config_class = Image2GeneConfig
+    plan_defaults: ClassVar[dict] = {"batch_size": 64}  # spots: the loss compares every pair of a batch
     extra_files = (_BANK,)
+    fit = staticmethod(fit_image2gene)
 
     def __init__(self, network: Image2GeneNetwork, config: Image2GeneConfig, history: list[dict] | None = None):
         self.network = network
@@ -120,6 +126,17 @@ class Image2Gene(TrainedModel):
         encoder, encoder_config = cls._create_encoder(config, encoder_weights)
         network = Image2GeneNetwork(encoder, encoder_config, config.embedding_dim, coordinates=config.coordinates)
         return cls(network, config)
+
+    @classmethod
+    def _config(cls, params: Image2GeneParams, shared: dict) -> Image2GeneConfig:
+        return Image2GeneConfig(
+            **shared,
+            embedding_dim=params.embedding_dim,
+            coordinates=params.coordinates,
+            k=params.k,
+            weighting=params.weighting,
+            map_stride=params.map_stride or max(params.patch_size // 4, 1),
+        )
 
     def __repr__(self) -> str:
         enc = self.config.encoder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,8 +11,12 @@ import numpy as np
 import torch
 
 from ..nn import PixNetNetwork
+from ..training.loop import fit
+from ..training.plan import TrainingPlan
+from ..training.presets import TrainingPreset
+from ..utils.model_files import FORMAT_VERSION, WEIGHTS, read_record
 from .base import TrainedModel
-from .persist import FORMAT_VERSION, WEIGHTS, read_record
+from .params import PixNetParams
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +114,10 @@ class PixNet(TrainedModel):
     """
 
     method = "pixnet"
+    params_class = PixNetParams
     config_class = PixNetConfig
     config_defaults: ClassVar[dict] = {"decoder_norm": "batch"}  # files saved before the channel norm used batch norm
+    fit = staticmethod(fit)
 
     def __init__(self, network: PixNetNetwork, config: PixNetConfig, history: list[dict] | None = None) -> None:
         self.network = network
@@ -134,6 +140,34 @@ class PixNet(TrainedModel):
             config.n_models,
         )
         return cls(network, config)
+
+    @classmethod
+    def _resolve_params(cls, params: PixNetParams, preset: TrainingPreset, plan: TrainingPlan) -> PixNetParams:
+        resolved = params.resolved(preset)
+        if resolved.n_models > 1 and not plan.freeze_encoder:
+            if params.n_models is not None:
+                raise ValueError(
+                    f"n_models={params.n_models} trains several decoders on one shared encoder; it needs "
+                    "freeze_encoder=True."
+                )
+            resolved = replace(resolved, n_models=1)  # the preset's ensemble shares its frozen encoder
+        if resolved.image2gene_weight and resolved.output_stride != 1:
+            raise ValueError(
+                f"image2gene_weight= embeds each shape's full-resolution decoder features; it needs output_stride=1 "
+                f"(the {preset.name!r} preset has {resolved.output_stride})."
+            )
+        return resolved
+
+    @classmethod
+    def _config(cls, params: PixNetParams, shared: dict) -> PixNetConfig:
+        return PixNetConfig(
+            **shared,
+            decoder_width=int(params.decoder_width),
+            embedding_dim=params.embedding_dim if params.image2gene_weight else 0,
+            output_stride=int(params.output_stride),
+            dihedral_average=params.dihedral_average,
+            n_models=int(params.n_models),
+        )
 
     # ------------------------------------------------------------------------------------------ description
     def __repr__(self) -> str:

@@ -1,10 +1,10 @@
 """Tools: training, prediction, aggregation and evaluation (functional API in the style of ``squidpy.tl``)."""
 
 from ..dense.map_cache import MapCache
+from ..dense.predict import aggregate, predict
 from ..training.presets import PRESETS, TrainingPreset
 from ._baseline import predict_baseline, train_baseline
 from ._evaluate import evaluate
-from ._predict import aggregate, predict
 from ._train import train
 
 __all__ = [

@@ -12,6 +12,7 @@ from ..constants import Keys
 from ..data.inputs import resolve_inputs
 from ..data.patches import build_section, section_crop, spot_patches
 from ..data.spans import resolved_spans
+from ..data.training_sections import resolve_sections
 from ..dense.elements import add_tables, check_names_free, provenance, shape_table
 from ..models.baseline import BASELINES, FeatureExtractor, SpotBaseline, make_estimator
 from ..models.pixnet import PixNet
@@ -20,7 +21,6 @@ from ..pp import Normalization, select_genes
 from ..training.presets import PRESETS
 from ..utils.device import resolve_device
 from ..utils.settings import settings
-from ._train import resolve_sections
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.patches import Section, spot_patches
-from ..models.image2gene import Image2Gene
 from ..utils.device import resolve_device
 from .augment import augment_images, draw_augmentations
 from .distributed import Distributed
-from .loop import EpochTracker, TrainingConfig, learning_rate_schedule, make_optimizer, run_epochs
+from .loop import EpochTracker, Trainable, TrainingConfig, learning_rate_schedule, make_optimizer, run_epochs
 from .loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class Spots:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
 
-def _embed(model: Image2Gene, sections, spots: Spots, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+def _embed(model: Trainable, sections, spots: Spots, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     out = []
     for i in range(0, len(rows), batch_size):
         chosen = rows[i : i + batch_size]
@@ -65,14 +64,14 @@ def _embed(model: Image2Gene, sections, spots: Spots, rows: np.ndarray, batch_si
     return torch.cat(out)
 
 
-def _set_bank(model: Image2Gene, sections, spots: Spots, rows: np.ndarray) -> None:
+def _set_bank(model: Trainable, sections, spots: Spots, rows: np.ndarray) -> None:
     density = model.normalization.inverse_transform(torch.from_numpy(spots.targets[rows]).double())
     area = torch.from_numpy(spots.area_px[rows])
     model.set_bank(_embed(model, sections, spots, rows), (density / area[:, None]).float(), float(area.median()))
 
 
 @torch.no_grad()
-def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_out: np.ndarray, moments) -> dict:
+def evaluate(model: Trainable, sections, spots: Spots, train: np.ndarray, held_out: np.ndarray, moments) -> dict:
     """Similarity loss on the held-out spots, and the PCC of their kNN prediction from the training spots."""
     _set_bank(model, sections, spots, train)
     embeddings = _embed(model, sections, spots, held_out)
@@ -85,14 +84,14 @@ def evaluate(model: Image2Gene, sections, spots: Spots, train: np.ndarray, held_
 
 
 def fit_image2gene(
-    model: Image2Gene,
+    model: Trainable,
     sections: list[Section],
     config: TrainingConfig,
     *,
     checkpoint_dir: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool = True,
-) -> Image2Gene:
+) -> Trainable:
     """Train ``model`` on the shapes of ``sections`` (``validation`` flags already set).
 
     Afterwards the model keeps every measured shape (training and validation) for its kNN inference.

@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -16,9 +17,9 @@ from tqdm.auto import tqdm
 
 from ..data.patches import Batch, Section, make_batch, sample_patches
 from ..data.spans import span_pixels, span_sums
-from ..models.persist import WEIGHTS, load_tensors, read_record
-from ..models.pixnet import PixNet
+from ..pp import Normalization
 from ..utils.device import resolve_device
+from ..utils.model_files import WEIGHTS, load_tensors, read_record
 from .augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
 from .distributed import Distributed
 from .loss import LOSSES, gene_moments, image2gene_loss, pixnet_loss
@@ -27,6 +28,18 @@ from .pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_imag
 logger = logging.getLogger(__name__)
 
 _STATE = "trainer_state.pt"
+
+
+class Trainable(Protocol):
+    """What the training loops need of a model (PixNet, Image2Gene): its network, config, history and units."""
+
+    network: torch.nn.Module
+    config: Any
+    history: list[dict]
+
+    @property
+    def normalization(self) -> Normalization:
+        """The target normalisation the model's sums are compared in."""
 
 
 @dataclass
@@ -81,7 +94,7 @@ def make_optimizer(parameters, config: TrainingConfig, device: torch.device) -> 
 
 
 def predict_batch(
-    model: PixNet, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False, features=None
+    model: Trainable, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False, features=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eq. 9 sums of the (augmented) patches' maps over the batch's shapes, in the model's normalisation.
 
@@ -126,14 +139,14 @@ def _decode_cached(network, features, size, images, at=None, with_embedding=Fals
     return network.decode(features, tuple(size), at, with_embedding, sum_by)
 
 
-def initial_density(model: PixNet, sections: list[Section]) -> torch.Tensor:
+def initial_density(model: Trainable, sections: list[Section]) -> torch.Tensor:
     """Per-gene mean density per pixel implied by the training targets."""
     values = model.normalization.inverse_transform(training_targets(sections).astype(np.float64))
     areas = np.concatenate([s.area_px[~s.validation] for section in sections for s in section.shape_sets])
     return torch.from_numpy(values.sum(axis=0) / areas.sum()).float()
 
 
-def training_count_means(model: PixNet, sections: list[Section]) -> torch.Tensor:
+def training_count_means(model: Trainable, sections: list[Section]) -> torch.Tensor:
     """Per-gene mean count of the training shapes (scales each gene's Poisson deviance)."""
     shape_sets = [s for section in sections for s in section.shape_sets]
     counts = [
@@ -279,14 +292,14 @@ def run_epochs(
 
 
 def fit(
-    model: PixNet,
+    model: Trainable,
     sections: list[Section],
     config: TrainingConfig,
     *,
     checkpoint_dir: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool = True,
-) -> PixNet:
+) -> Trainable:
     """Train ``model`` on ``sections`` (each shape's ``validation`` flag already set)."""
     torch.manual_seed(config.seed)
     group = Distributed()
@@ -349,7 +362,7 @@ def fit(
 class _Run:
     """What every epoch of one :func:`fit` shares."""
 
-    model: PixNet
+    model: Trainable
     sections: list[Section]
     config: TrainingConfig
     rng: np.random.Generator

@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..utils.atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
-from ..utils.version import VERSION
+from .atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
+from .version import VERSION
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"

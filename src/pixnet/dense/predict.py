@@ -19,14 +19,13 @@ from ..constants import Keys
 from ..data.images import pyramid_levels
 from ..data.inputs import resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
-from ..dense.aggregate import aggregate_spans
-from ..dense.elements import add_tables, check_names_free, new_elements, provenance, shape_table
-from ..dense.lazy_map import lazy_dense_map
-from ..dense.map_cache import MapCache
-from ..dense.store import StoreTransaction
-from ..models.pixnet import PixNet
-from ..models.registry import recall
+from ..utils.registry import recall
 from ..utils.settings import settings
+from .aggregate import aggregate_spans
+from .elements import add_tables, check_names_free, new_elements, provenance, shape_table
+from .lazy_map import lazy_dense_map
+from .map_cache import MapCache
+from .store import StoreTransaction
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def _map_transformations(sdata: SpatialData, image_name: str, level0_px_per_map_
 def predict(
     sdata: SpatialData,
     shapes: str | list[str] | None = None,
-    model: PixNet | None = None,
+    model=None,
     *,
     image: str | None = None,
     key_added: str = Keys.PREFIX,

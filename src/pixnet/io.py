@@ -49,8 +49,8 @@ def describe_folder(path: str | Path) -> tuple[str, list[str]]:
     Examples
     --------
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=64)  # doctest: +SKIP
-    >>> pixnet.io.describe_folder(folder)  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False)
+    >>> pixnet.io.describe_folder(folder)
     ('visium_hd', [])
     >>> pixnet.io.describe_folder("shared/data/her2st")  # doctest: +SKIP
     ('her2st', ['C2', 'C3'])
@@ -98,8 +98,10 @@ def read(path: str | Path, section: str | None = None) -> SpatialData:
     Examples
     --------
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=64)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False)
+    >>> sdata = pixnet.io.read(folder)
+    >>> sorted(sdata.tables)
+    ['square_002um', 'square_008um', 'square_016um']
 
     """
     path = Path(path)

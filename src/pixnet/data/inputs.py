@@ -152,7 +152,8 @@ class ResolvedInputs:
     >>> inputs = pixnet.resolve_inputs(sdata)
     >>> list(inputs.shapes)
     ['synthetic_visium_spots']
-    >>> print(inputs.summary())  # doctest: +SKIP
+    >>> print(inputs.summary())  # doctest: +ELLIPSIS
+    image 'synthetic_visium_image'...
 
     """
 

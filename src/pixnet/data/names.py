@@ -42,9 +42,9 @@ def find_shapes(sdata: SpatialData, name: str) -> str:
     Examples
     --------
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
-    >>> pixnet.find_shapes(sdata, "bins_2um")  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False)
+    >>> sdata = pixnet.io.read(folder)
+    >>> pixnet.find_shapes(sdata, "bins_2um")
     'synthetic_square_002um'
 
     """
@@ -67,9 +67,9 @@ def bin_shapes(sdata: SpatialData) -> list[str]:
     Examples
     --------
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
-    >>> pixnet.bin_shapes(sdata)  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False)
+    >>> sdata = pixnet.io.read(folder)
+    >>> pixnet.bin_shapes(sdata)
     ['synthetic_square_002um', 'synthetic_square_008um', 'synthetic_square_016um']
 
     """

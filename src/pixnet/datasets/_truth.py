@@ -39,10 +39,10 @@ def synthetic_truth(folder: str | Path, sdata: SpatialData, shapes: str) -> ad.A
     Examples
     --------
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160, seed=0)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
-    >>> truth = pixnet.datasets.synthetic_truth(folder, sdata, "bins_8um")  # doctest: +SKIP
-    >>> list(truth.obs_names) == list(sdata["square_008um"].obs_names)  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, seed=0, progress=False)
+    >>> sdata = pixnet.io.read(folder)
+    >>> truth = pixnet.datasets.synthetic_truth(folder, sdata, "bins_8um")
+    >>> list(truth.obs_names) == list(sdata["square_008um"].obs_names)
     True
 
     """

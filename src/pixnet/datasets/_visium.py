@@ -54,12 +54,10 @@ def synthetic_visium(
     --------
     >>> import pixnet
     >>> import spatialdata_io
-    >>> folder = pixnet.datasets.synthetic_visium("sample_visium", size_um=800, n_genes=12)  # doctest: +SKIP
-    >>> sdata = spatialdata_io.visium(
-    ...     folder, dataset_id="v1", fullres_image_file=folder / "tissue_image.tif"
-    ... )  # doctest: +SKIP
-    >>> inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)  # doctest: +SKIP
-    >>> inputs.shapes["v1"].kind  # doctest: +SKIP
+    >>> folder = pixnet.datasets.synthetic_visium("sample_visium", size_um=800, n_genes=12)
+    >>> sdata = spatialdata_io.visium(folder, dataset_id="v1", fullres_image_file="tissue_image.tif")
+    >>> inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)
+    >>> inputs.shapes["v1"].kind
     'circle'
 
     """

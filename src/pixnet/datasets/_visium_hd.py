@@ -89,10 +89,10 @@ def synthetic_visium_hd(
     --------
     >>> import spatialdata_io
     >>> from pixnet.datasets import synthetic_visium_hd
-    >>> folder = synthetic_visium_hd("sample_hd", size_um=160, seed=0)  # doctest: +SKIP
-    >>> sdata = spatialdata_io.visium_hd(
-    ...     folder, dataset_id="synthetic", load_segmentations_only=False
-    ... )  # doctest: +SKIP
+    >>> folder = synthetic_visium_hd("sample_hd", size_um=128, seed=0, progress=False)
+    >>> sdata = spatialdata_io.visium_hd(folder, dataset_id="synthetic", load_segmentations_only=False)
+    >>> sorted(sdata.shapes)
+    ['synthetic_square_002um', 'synthetic_square_008um', 'synthetic_square_016um']
 
     """
     progress = settings.progress_for(progress)

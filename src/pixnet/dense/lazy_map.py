@@ -74,12 +74,14 @@ def lazy_dense_map(
 
     Examples
     --------
+    With ``sdata`` and ``model`` as after predict's example:
+
     >>> import pixnet
     >>> from pixnet.dense import lazy_dense_map
-    >>> inputs = pixnet.resolve_inputs(sdata, target_microns_per_pixel=model.microns_per_pixel)  # doctest: +SKIP
-    >>> dense, factor = lazy_dense_map(model, inputs.image)  # doctest: +SKIP
-    >>> dense[:, :256, :256].compute().shape  # one tile of the model's genes  # doctest: +SKIP
-    (24, 256, 256)
+    >>> inputs = pixnet.resolve_inputs(sdata, shapes=[], target_microns_per_pixel=model.microns_per_pixel)
+    >>> dense, factor = lazy_dense_map(model, inputs.image, tile_size=64)
+    >>> dense[:, :64, :64].compute().shape == (len(model.genes), 64, 64)  # one tile: the model runs once
+    True
 
     """
     if tile_size % _ALIGN or halo % _ALIGN:

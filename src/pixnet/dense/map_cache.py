@@ -36,10 +36,12 @@ class MapCache:
 
     Examples
     --------
+    With ``sdata`` and ``model`` as after predict's example:
+
     >>> import pixnet
     >>> cache = pixnet.tl.MapCache(max_bytes=2**30)
-    >>> pixnet.tl.predict(sdata, shapes="bins_8um", cache=cache)  # doctest: +SKIP
-    >>> pixnet.pl.dense_map(sdata, "ERBB2")  # chunks computed above are read, not recomputed  # doctest: +SKIP
+    >>> pixnet.tl.predict(sdata, shapes="bins_8um", model=model, key_added="cached", cache=cache, progress=False)
+    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], "cached_map")  # reads the chunks computed above
 
     """
 

@@ -88,13 +88,13 @@ class SpotBaseline:
 
     Examples
     --------
+    With ``sdata`` and ``model`` as after predict's example:
+
     >>> import pixnet
-    >>> model = pixnet.models.PixNet.load("her2st_model")  # doctest: +SKIP
-    >>> knn = pixnet.tl.train_baseline(pixnet.datasets.her2st("C3"), "knn", like=model, k=10)  # doctest: +SKIP
-    >>> knn.method, knn.genes == model.genes  # doctest: +SKIP
+    >>> knn = pixnet.tl.train_baseline(sdata, "knn", shapes="bins_8um", like=model, k=10, progress=False)
+    >>> knn.method, knn.genes == model.genes
     ('knn', True)
-    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
-    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", knn)  # adds the table "knn_C2_spots"  # doctest: +SKIP
+    >>> pixnet.tl.predict_baseline(sdata, "bins_16um", knn, progress=False)  # adds "knn_synthetic_square_016um"
 
     """
 

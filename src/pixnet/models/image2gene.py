@@ -96,11 +96,13 @@ class Image2Gene(TrainedModel):
     Examples
     --------
     >>> import pixnet
-    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)  # doctest: +SKIP
-    >>> model = pixnet.tl.train(sdata, method="image2gene", patch_size=64, epochs=5)  # doctest: +SKIP
-    >>> model.save("i2g_model")  # doctest: +SKIP
-    >>> model = pixnet.models.load_model("i2g_model")  # doctest: +SKIP
-    >>> pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, key_added="i2g")  # doctest: +SKIP
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
+    >>> model = pixnet.tl.train(sdata, method="image2gene", epochs=1, n_top_genes=8, progress=False)
+    >>> path = model.save("i2g_model")
+    >>> model = pixnet.models.load_model(path)
+    >>> pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, key_added="i2g", progress=False)
+    >>> sdata["i2g_synthetic_visium_spots"].shape[1]
+    8
 
     """
 

@@ -102,14 +102,16 @@ class PixNet(TrainedModel):
 
     Examples
     --------
+    With ``sdata`` and ``model`` as after predict's example (a small model trained on 8 µm bins):
+
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
-    >>> model = pixnet.tl.train(sdata, shapes="bins_8um", epochs=5)  # doctest: +SKIP
-    >>> path = model.save("pixnet_model")  # doctest: +SKIP
-    >>> model = pixnet.models.PixNet.load(path)  # doctest: +SKIP
-    >>> pixnet.tl.predict(sdata, shapes="bins_2um", model=model)  # doctest: +SKIP
-    >>> sdata["pixnet_synthetic_square_002um"]  # doctest: +SKIP
+    >>> model  # doctest: +ELLIPSIS
+    PixNet(... genes, 1 µm/px, encoder resnet18 (random), decoder width 16, 1 epochs trained)
+    >>> path = model.save("pixnet_model")
+    >>> loaded = pixnet.models.PixNet.load(path)
+    >>> loaded.predict(sdata, shapes="bins_16um", key_added="loaded", progress=False)
+    >>> sdata["loaded_synthetic_square_016um"].n_obs
+    13
 
     """
 
@@ -233,8 +235,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     Examples
     --------
+    With ``model`` as after predict's example:
+
     >>> import pixnet
-    >>> model = pixnet.models.load_model("her2st_model")  # doctest: +SKIP
+    >>> path = model.save("my_model")
+    >>> type(pixnet.models.load_model(path)).__name__
+    'PixNet'
 
     """
     from .image2gene import Image2Gene

@@ -57,14 +57,19 @@ def pcc_distribution(
 
     Examples
     --------
+    With ``sdata`` as after predict's example, the 2 µm predictions against their measured counts, and the map's
+    16 µm readout against the 16 µm bins:
+
     >>> import pixnet
-    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
-    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", ridge)  # doctest: +SKIP
-    >>> pixnet.tl.evaluate(sdata, "pixnet_C2_spots")  # doctest: +SKIP
-    >>> pixnet.tl.evaluate(sdata, "ridge_C2_spots")  # doctest: +SKIP
+    >>> pixnet.tl.predict(sdata, shapes="bins_16um", model=model, key_added="coarse", progress=False)
+    >>> fine = pixnet.tl.evaluate(sdata, "pixnet_synthetic_square_002um")
+    >>> coarse = pixnet.tl.evaluate(sdata, "coarse_synthetic_square_016um")
     >>> ax = pixnet.pl.pcc_distribution(
-    ...     {"PixNet": sdata["pixnet_C2_spots"], "ridge": sdata["ridge_C2_spots"]}, save="pcc.png"
-    ... )  # doctest: +SKIP
+    ...     {"2 µm": sdata["pixnet_synthetic_square_002um"], "16 µm": sdata["coarse_synthetic_square_016um"]},
+    ...     save="pcc.png",
+    ... )
+    >>> [label.get_text().splitlines()[0] for label in ax.get_xticklabels()]  # each with its PCC@M below
+    ['2 µm', '16 µm']
 
     """
     import matplotlib.pyplot as plt
@@ -116,9 +121,12 @@ def scatter(
 
     Examples
     --------
+    With ``sdata`` as after predict's example:
+
     >>> import pixnet
-    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
-    >>> ax = pixnet.pl.scatter(sdata, model.genes[0], "pixnet_C2_spots", save="scatter.png")  # doctest: +SKIP
+    >>> ax = pixnet.pl.scatter(sdata, model.genes[0], "pixnet_synthetic_square_002um", save="scatter.png")
+    >>> len(ax.collections[0].get_offsets())  # one point per 2 µm bin
+    832
 
     """
     import matplotlib.pyplot as plt

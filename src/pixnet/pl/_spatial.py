@@ -124,13 +124,14 @@ def expression(
 
     Examples
     --------
+    With ``sdata`` as after predict's example (2 µm bins predicted by a model trained on 8 µm bins):
+
     >>> import pixnet
-    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
-    >>> model = pixnet.models.PixNet.load("her2st_model")  # doctest: +SKIP
-    >>> pixnet.tl.predict(sdata, shapes="C2_spots", model=model)  # doctest: +SKIP
     >>> fig = pixnet.pl.expression(
-    ...     sdata, model.genes[:2], "pixnet_C2_spots", map_name="pixnet_map", save="expression.png"
-    ... )  # doctest: +SKIP
+    ...     sdata, model.genes[:2], "pixnet_synthetic_square_002um", map_name="pixnet_map", save="expression.png"
+    ... )
+    >>> len(fig.axes) >= 6  # per gene: measured, predicted, dense map (and their colour bars)
+    True
 
     """
     import matplotlib.pyplot as plt
@@ -231,13 +232,13 @@ def dense_map(
 
     Examples
     --------
+    With ``sdata`` as after predict's example, the whole map and a zoom (a box in the image's pixels):
+
     >>> import pixnet
-    >>> folder = pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=160)  # doctest: +SKIP
-    >>> sdata = pixnet.io.read(folder)  # doctest: +SKIP
-    >>> model = pixnet.tl.train(sdata, shapes="bins_8um")  # doctest: +SKIP
-    >>> pixnet.tl.predict(sdata, shapes="bins_2um")  # doctest: +SKIP
-    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], "pixnet_map")  # doctest: +SKIP
-    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], region=(0, 0, 500, 500), save="zoom.png")  # doctest: +SKIP
+    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], "pixnet_map")
+    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], region=(0, 0, 200, 200), save="zoom.png")
+    >>> ax.get_title().startswith(model.genes[0])
+    True
 
     """
     window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
@@ -263,8 +264,13 @@ def uncertainty(
 
     Examples
     --------
-    >>> pixnet.tl.predict(sdata, shapes="bins_8um", uncertainty=True, cache=True)  # doctest: +SKIP
-    >>> fig = pixnet.pl.uncertainty(sdata, "ERBB2", region=(0, 0, 2000, 2000))  # doctest: +SKIP
+    >>> import pixnet
+    >>> sdata = pixnet.io.read(pixnet.datasets.synthetic_visium_hd("sample_hd", size_um=128, progress=False))
+    >>> ensemble = pixnet.tl.train(sdata, shapes="bins_8um", preset="cpu", epochs=1, n_top_genes=4, progress=False)
+    >>> pixnet.tl.predict(sdata, shapes="bins_8um", uncertainty=True, cache=True, progress=False)
+    >>> fig = pixnet.pl.uncertainty(sdata, ensemble.genes[0], save="uncertainty.png")
+    >>> len(fig.axes) >= 2  # the mean map and the members' standard deviation
+    True
 
     """
     import matplotlib.pyplot as plt

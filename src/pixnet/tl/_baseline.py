@@ -85,8 +85,14 @@ def train_baseline(
 
     Examples
     --------
-    >>> ridge = pixnet.tl.train_baseline(train_sections, "ridge", like=model)  # doctest: +SKIP
-    >>> pixnet.tl.predict_baseline(test_sdata, "spots", ridge)  # doctest: +SKIP
+    With ``sdata`` and ``model`` as after predict's example, a ridge baseline on the same genes, resolution and
+    encoder, trained on the 8 µm bins and read out for the 16 µm bins:
+
+    >>> import pixnet
+    >>> ridge = pixnet.tl.train_baseline(sdata, "ridge", shapes="bins_8um", like=model, progress=False)
+    >>> pixnet.tl.predict_baseline(sdata, "bins_16um", ridge, progress=False)
+    >>> sdata["ridge_synthetic_square_016um"].var_names.tolist() == model.genes
+    True
 
     """
     progress = settings.progress_for(progress)
@@ -185,12 +191,17 @@ def predict_baseline(
 
     Examples
     --------
+    With ``sdata`` and ``model`` as after predict's example, ridge and PixNet on the 2 µm bins neither saw (on
+    real sections: train on some, e.g. ``[pixnet.datasets.her2st(s) for s in ("C3", "C4", "C5")]``, predict
+    another):
+
     >>> import pixnet
-    >>> train = [pixnet.datasets.her2st(s) for s in ("C3", "C4", "C5")]  # doctest: +SKIP
-    >>> sdata = pixnet.datasets.her2st("C2")  # doctest: +SKIP
-    >>> ridge = pixnet.tl.train_baseline(train, "ridge", encoder_weights="ciga")  # doctest: +SKIP
-    >>> pixnet.tl.predict_baseline(sdata, "C2_spots", ridge)  # doctest: +SKIP
-    >>> pixnet.tl.evaluate(sdata, "ridge_C2_spots")  # doctest: +SKIP
+    >>> ridge = pixnet.tl.train_baseline(sdata, "ridge", shapes="bins_8um", like=model, progress=False)
+    >>> pixnet.tl.predict_baseline(sdata, "bins_2um", ridge, progress=False)
+    >>> ridge_summary = pixnet.tl.evaluate(sdata, "ridge_synthetic_square_002um")
+    >>> pixnet_summary = pixnet.tl.evaluate(sdata, "pixnet_synthetic_square_002um")
+    >>> int(ridge_summary["n_spots"].iloc[0]) == int(pixnet_summary["n_spots"].iloc[0])
+    True
 
     """
     progress = settings.progress_for(progress)

@@ -16,7 +16,16 @@ from ..data.patches import Section, spot_patches
 from ..utils.device import resolve_device
 from .augment import augment_images, draw_augmentations
 from .distributed import Distributed
-from .loop import EpochTracker, Trainable, TrainingConfig, learning_rate_schedule, make_optimizer, run_epochs
+from .loop import (
+    EpochTracker,
+    Trainable,
+    TrainingConfig,
+    learning_rate_schedule,
+    make_optimizer,
+    place_network,
+    run_epochs,
+    training_mode,
+)
 from .loss import gene_moments, image2gene_loss, pearson_per_gene
 
 logger = logging.getLogger(__name__)
@@ -107,9 +116,7 @@ def fit_image2gene(
     if len(train) < 2:
         raise ValueError(f"Image2Gene needs at least 2 training spots, got {len(train)}.")
     moments = gene_moments(spots.targets[train])
-    network = model.network.to(device)
-    if config.freeze_encoder:
-        network.encoder.requires_grad_(False)
+    network = place_network(model, config, device)
     optimizer = make_optimizer([p for p in network.parameters() if p.requires_grad], config, device)
     tracker = EpochTracker(model, optimizer, config, checkpoint_dir, resume, progress, device)
     rng = tracker.rng
@@ -117,9 +124,7 @@ def fit_image2gene(
 
     def train_epoch(epoch: int) -> dict:
         started = time.perf_counter()
-        network.train()
-        if config.freeze_encoder:
-            network.encoder.eval()
+        training_mode(network, config)
         order = rng.permutation(train)
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         batches = [b for b in batches if len(b) >= 2]  # a similarity matrix needs two spots

@@ -93,6 +93,21 @@ def make_optimizer(parameters, config: TrainingConfig, device: torch.device) -> 
     return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
 
 
+def place_network(model: Trainable, config: TrainingConfig, device: torch.device) -> torch.nn.Module:
+    """The model's network on ``device``, its encoder frozen when the config says so."""
+    network = model.network.to(device)
+    if config.freeze_encoder:
+        network.encoder.requires_grad_(False)
+    return network
+
+
+def training_mode(network: torch.nn.Module, config: TrainingConfig) -> None:
+    """Train mode, but a frozen encoder stays in eval mode (its batch-norm statistics are frozen too)."""
+    network.train()
+    if config.freeze_encoder:
+        network.encoder.eval()
+
+
 def predict_batch(
     model: Trainable, batch: Batch, ops=None, amp: bool = False, network=None, embed: bool = False, features=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -315,9 +330,7 @@ def fit(
         raise ValueError("image2gene_weight > 0 trains the embedding of a single model; it needs n_models=1.")
     patch_size = model.config.patch_size
     groups = {name: i for i, name in enumerate(sorted({s.name for sec in sections for s in sec.shape_sets}))}
-    network = model.network.to(device)
-    if config.freeze_encoder:
-        network.encoder.requires_grad_(False)
+    network = place_network(model, config, device)
     tracker = EpochTracker(model, None, config, checkpoint_dir, resume, progress, device)
     rng = tracker.rng
     if not tracker.resumed:
@@ -384,9 +397,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     device, schedule, moments, progress = run.device, run.schedule, run.moments, run.progress
     started = time.perf_counter()
     patch_size, amp, auxiliary = model.config.patch_size, device.type == "cuda", moments is not None
-    alone.train()
-    if config.freeze_encoder:
-        alone.encoder.eval()  # frozen batch-norm statistics too
+    training_mode(alone, config)
     patches = sample_patches(sections, patch_size, validation=False, rng=rng, align=align)
     order = rng.permutation(len(patches))
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]

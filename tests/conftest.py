@@ -42,6 +42,41 @@ def spots_sdata():
     return synthetic_spots("visium", size_um=700, n_genes=24, seed=0)
 
 
+# the tests' two small recipes, each defined once (tests add only what they are about): a random ResNet18
+# fine-tuned at 1 µm/px (the "paper" preset, shrunk), and the "cpu" preset's frozen-encoder ensemble, shrunk
+TINY_TRAINING = {
+    "preset": "paper",
+    "encoder_weights": "random",
+    "decoder_width": 16,
+    "patch_size": 96,
+    "n_top_genes": 6,
+    "batch_size": 4,
+    "progress": False,
+}
+TINY_ENSEMBLE = {
+    "preset": "cpu",
+    "encoder": "resnet18",
+    "encoder_weights": "random",
+    "decoder_width": 16,
+    "n_top_genes": 4,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_spots():
+    """A small synthetic Visium sample (600 µm, 12 genes); tests must not change it."""
+    return synthetic_spots("visium", size_um=600, n_genes=12, seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_spots):
+    """A PixNet trained for one epoch on ``tiny_spots`` with ``TINY_TRAINING`` (shared by every test of a worker)."""
+    import pixnet
+
+    return pixnet.tl.train(tiny_spots, epochs=1, **TINY_TRAINING)
+
+
 def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decoder_width: int = 8, n_models: int = 1):
     """An untrained PixNet with a random ResNet18 encoder (seed 0): the same weights at every call."""
     import torch

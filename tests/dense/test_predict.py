@@ -3,28 +3,17 @@ import numpy as np
 import pytest
 import shapely
 import spatialdata
+from conftest import TINY_TRAINING
 from spatialdata.transformations import get_transformation
 
 import pixnet
 from pixnet.data.spans import shape_spans
 from pixnet.dense.aggregate import aggregate_spans
 
-TRAIN = {
-    "preset": "paper",
-    "encoder_weights": "random",
-    "decoder_width": 16,
-    "patch_size": 96,
-    "n_top_genes": 6,
-    "batch_size": 4,
-    "progress": False,
-    "epochs": 1,
-}
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, n_genes=12, seed=5)
-    return pixnet.tl.train(sdata, **TRAIN)
+@pytest.fixture
+def model(tiny_model):
+    return tiny_model
 
 
 def _brute(values: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
@@ -164,7 +153,7 @@ def test_predict_without_measured_table_and_without_model(model):
 
 def test_predict_defaults_to_the_model_trained_on_the_object():
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=500, n_genes=12, seed=7)
-    trained = pixnet.tl.train(sdata, validation=None, **TRAIN)
+    trained = pixnet.tl.train(sdata, epochs=1, **TINY_TRAINING)
     pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", progress=False)
     assert list(sdata.tables["pixnet_synthetic_visium_spots"].var_names) == trained.genes
 

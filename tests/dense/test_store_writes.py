@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spatialdata
-from conftest import killed_at_rename
+from conftest import TINY_TRAINING, killed_at_rename
 
 import pixnet
 import pixnet.dense.store
 
-TRAIN = {"preset": "paper", "encoder_weights": "random", "decoder_width": 8, "patch_size": 64, "n_top_genes": 4}
 SPOTS, TABLE = "synthetic_visium_spots", "pixnet_synthetic_visium_spots"
 KW = {"tile_size": 64, "halo": 32, "progress": False, "write": True}
 
@@ -20,7 +19,7 @@ KW = {"tile_size": 64, "halo": 32, "progress": False, "write": True}
 @pytest.fixture(scope="module")
 def models():
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=8, seed=5)
-    return [pixnet.tl.train(sdata, epochs=1, seed=s, validation=None, progress=False, **TRAIN) for s in (0, 1)]
+    return [pixnet.tl.train(sdata, epochs=1, seed=s, **TINY_TRAINING) for s in (0, 1)]
 
 
 @pytest.fixture

@@ -3,21 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAINING
 from safetensors.torch import load_file
 
 import pixnet
 from pixnet.models import PixNet
 
-TRAIN = {
-    "preset": "paper",
-    "encoder_weights": "random",
-    "decoder_width": 16,
-    "patch_size": 96,
-    "n_top_genes": 6,
-    "batch_size": 4,
-    "validation": "region",
-    "progress": False,
-}
+TRAIN = {**TINY_TRAINING, "validation": "region"}
 
 
 def settings_for(method: str) -> dict:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_ENSEMBLE
 from safetensors.torch import load_file
 
 import pixnet
@@ -9,14 +10,7 @@ from pixnet.models import PixNet
 from pixnet.nn import PixNetNetwork, create_encoder
 from pixnet.training.loop import EpochTracker
 
-SMALL = {
-    "preset": "cpu",
-    "encoder": "resnet18",
-    "encoder_weights": "random",
-    "decoder_width": 16,
-    "n_top_genes": 4,
-    "progress": False,
-}
+SMALL = TINY_ENSEMBLE
 
 
 @pytest.fixture(scope="module")

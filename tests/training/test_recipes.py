@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_ENSEMBLE
 
 import pixnet
 from pixnet.nn import EncoderConfig, PixNetNetwork, create_encoder
@@ -75,7 +76,7 @@ def spots():
     return pixnet.datasets.synthetic_spots("visium", size_um=1600, n_genes=8, seed=2)
 
 
-SMALL = {"preset": "cpu", "encoder": "resnet18", "encoder_weights": "random", "decoder_width": 32, "progress": False}
+SMALL = {**TINY_ENSEMBLE, "decoder_width": 32}
 
 
 def test_frozen_encoder_runs_once_per_section_and_variant(spots):
@@ -84,14 +85,14 @@ def test_frozen_encoder_runs_once_per_section_and_variant(spots):
         lambda module, args, out: calls.append(1) if type(module).__name__.endswith("Pyramid") else None
     )
     try:
-        model = pixnet.tl.train(spots, epochs=3, n_top_genes=4, validation=None, **SMALL)
+        model = pixnet.tl.train(spots, epochs=3, validation=None, **SMALL)
     finally:
         hook.remove()
     training = model.config.training
     assert training["preset"] == "cpu" and training["freeze_encoder"] and model.config.output_stride == 4
     assert model.microns_per_pixel == 4.0 and model.config.n_models == 2 and len(model.history) == 2 * 3
     assert len(calls) == 8  # one section, eight rotations / flips, whatever the number of epochs and members
-    unfrozen = pixnet.tl.train(spots, epochs=0, n_top_genes=4, validation=None, **{**SMALL, "freeze_encoder": False})
+    unfrozen = pixnet.tl.train(spots, epochs=0, validation=None, **{**SMALL, "freeze_encoder": False})
     assert unfrozen.config.n_models == 1  # the preset's ensemble needs its frozen encoder
 
 
@@ -109,7 +110,7 @@ def test_cpu_recipe_fits_the_training_spots(spots):
 
 
 def test_same_seed_same_cached_model(spots):
-    a, b = (pixnet.tl.train(spots, seed=3, epochs=1, n_top_genes=4, validation=None, **SMALL) for _ in range(2))
+    a, b = (pixnet.tl.train(spots, seed=3, epochs=1, validation=None, **SMALL) for _ in range(2))
     for (name, x), y in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
     assert EncoderConfig.from_dict(a.config.encoder).weights == "random"

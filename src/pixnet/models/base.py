@@ -73,6 +73,16 @@ class TrainedModel:
 
         ``params`` (this class's ``params_class``) and ``plan`` are completed from ``preset``: options left at
         ``None`` take the method's defaults, then the preset's.
+
+        Examples
+        --------
+        >>> import pixnet
+        >>> from pixnet.models import Image2Gene, Image2GeneParams
+        >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600)
+        >>> model = Image2Gene.train(sdata, params=Image2GeneParams(k=5), n_top_genes=4, progress=False)
+        >>> model.config.k, model.config.training["batch_size"]  # the plan's batch: Image2Gene's default
+        (5, 64)
+
         """
         progress, device = settings.progress_for(progress), settings.device_for(device)
         normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
@@ -127,7 +137,17 @@ class TrainedModel:
 
     # ------------------------------------------------------------------------------------------ prediction
     def predict(self, sdata: SpatialData, shapes: str | list[str] | None = None, **kwargs) -> SpatialData | None:
-        """The dense map of ``sdata``'s image and its readout: :func:`pixnet.tl.predict` with this model."""
+        """The dense map of ``sdata``'s image and its readout: :func:`pixnet.tl.predict` with this model.
+
+        Examples
+        --------
+        With ``sdata`` and ``model`` as after predict's example:
+
+        >>> model.predict(sdata, shapes="bins_16um", key_added="again", progress=False)
+        >>> sdata["again_synthetic_square_016um"].var_names.tolist() == model.genes
+        True
+
+        """
         return predict(sdata, shapes, self, **kwargs)
 
     @property

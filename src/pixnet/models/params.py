@@ -28,6 +28,12 @@ class MethodParams(Options):
         ``"ciga"`` (the paper's histology ResNet18), ``"imagenet"``, ``"random"`` (no pretrained weights) or a
         weights file.
 
+    Examples
+    --------
+    >>> from pixnet.models import MethodParams, PixNetParams
+    >>> issubclass(PixNetParams, MethodParams), PixNetParams().patch_size is None  # None: the preset's
+    (True, True)
+
     """
 
     method: ClassVar[str]

@@ -28,7 +28,7 @@ def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
 
     Returns
     -------
-    The figure (two axes: loss, PCC).
+    The figure, whose two axes show the loss and the mean per-gene PCC by epoch.
 
     Examples
     --------

@@ -50,6 +50,20 @@ def test_train_predict_evaluate_on_a_space_ranger_folder(hd_folder, tmp_path, ca
     assert "overwrite" in capsys.readouterr().err
 
 
+def test_a_visium_space_ranger_folder_goes_through_train_predict_evaluate(tmp_path, capsys):
+    # a format-faithful Visium v1 folder (filtered_feature_bc_matrix.h5, spatial/ with hires and lowres PNGs and
+    # scalefactors without microns_per_pixel, the full-resolution TIFF): no pixel size or spot size is given
+    folder = pixnet.datasets.synthetic_visium(tmp_path / "visium", size_um=800, n_genes=12, seed=4)
+    model, store = tmp_path / "model", tmp_path / "visium.zarr"
+    assert main(["train", str(folder), "--out", str(model), "-q", *TINY, "--microns-per-pixel", "2"]) == 0
+    assert "Trained PixNet(6 genes, 2 µm/px" in capsys.readouterr().out
+    assert main(["predict", str(folder), "--model", str(model), "--shapes", "visium", "--out", str(store), "-q"]) == 0
+    assert "pixnet_visium" in capsys.readouterr().out
+    assert main(["evaluate", str(store), "--predicted", "pixnet_visium"]) == 0
+    summary = capsys.readouterr().out
+    assert "pcc_m" in summary and "nan" not in summary.split("\n")[1]
+
+
 def test_image2gene_from_the_command_line(hd_folder, tmp_path, capsys):
     model, store = tmp_path / "i2g", tmp_path / "sample.zarr"
     args = ["train", str(hd_folder), "--method", "image2gene", "--shapes", "bins_16um", "--out", str(model), "-q"]

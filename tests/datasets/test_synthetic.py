@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import spatialdata
 import tifffile
 from conftest import shared_data
 
@@ -173,12 +174,28 @@ def test_visium_folder_reads_with_spatialdata_io_and_resolves(tmp_path):
     folder = synthetic_visium(tmp_path / "visium", size_um=800, n_genes=12, seed=4)
     sdata = spatialdata_io.visium(folder, dataset_id="v1", fullres_image_file=folder / "tissue_image.tif")
     assert {"v1_full_image", "v1_hires_image", "v1_lowres_image"} <= set(sdata.images)
-    with pytest.raises(ValueError, match="spot_diameter_um="):
-        pixnet.resolve_inputs(sdata)  # spatialdata-io keeps no scalefactors, so the pixel size is unknown
-    inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)
+    # spatialdata-io keeps no scalefactors; the spots' radius and the Visium spot diameter tell the pixel size
+    inputs = pixnet.resolve_inputs(sdata)
+    assert "55 µm Visium spot diameter" in inputs.image.microns_per_pixel_source
     assert inputs.image.name == "v1_full_image"
     assert inputs.image.microns_per_pixel == pytest.approx(0.5, rel=1e-6)
     spots = inputs.shapes["v1"]
     assert spots.kind == "circle" and spots.table.n_obs == len(spots) > 10
     np.testing.assert_allclose(spots.centres[spots.shape_positions], spots.table.obsm["spatial"])
     np.testing.assert_allclose(spots.size_um, 55.0)
+
+
+def test_a_blank_image_is_skipped_with_a_warning_and_refused_when_it_is_the_only_one(tmp_path, caplog):
+    folder = synthetic_visium(tmp_path / "visium", size_um=600, n_genes=6, seed=4)
+    full = tifffile.imread(folder / "tissue_image.tif")
+    tifffile.imwrite(folder / "tissue_image.tif", np.zeros_like(full), photometric="rgb")  # e.g. a failed export
+    sdata = pixnet.io.read(folder)
+    with caplog.at_level("WARNING", logger="pixnet"):
+        inputs = pixnet.resolve_inputs(sdata)
+    assert inputs.image.name == "visium_hires_image" and "blank" in caplog.text
+    assert inputs.image.microns_per_pixel == pytest.approx(2.0, rel=1e-3)  # hires: a quarter of full resolution
+    only_blank = spatialdata.SpatialData(
+        images={"visium_full_image": sdata["visium_full_image"]}, shapes={"visium": sdata["visium"]}
+    )
+    with pytest.raises(ValueError, match="blank"):
+        pixnet.resolve_inputs(only_blank)

@@ -129,3 +129,13 @@ def test_several_sections_and_polygon_shapes_train_together(small_spots):
         )
     with pytest.raises(ValueError, match="more than patch_size=96"):
         pixnet.tl.train(other, **TRAIN)  # 100 µm spots do not fit 96 px patches at 1 µm/px
+
+
+def test_a_preset_finer_than_the_image_works_at_the_images_resolution(caplog):
+    coarse = pixnet.datasets.synthetic_spots("visium", size_um=600, n_genes=8, seed=2, microns_per_pixel=4.0)
+    with caplog.at_level("WARNING", logger="pixnet"):
+        model = pixnet.tl.train(coarse, epochs=0, **TINY_TRAINING)  # the "paper" preset: 1 µm/px
+    assert model.microns_per_pixel == pytest.approx(4.0) and "instead of upsampling" in caplog.text
+    with pytest.warns(UserWarning, match="4.0x finer than the image"):
+        forced = pixnet.tl.train(coarse, epochs=0, microns_per_pixel=1.0, **TINY_TRAINING)
+    assert forced.microns_per_pixel == 1.0

@@ -13,7 +13,11 @@ from .raster import scale_to_uint8, value_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["as_uint8", "choose_level", "pyramid_levels", "rgb_channels"]
+MAX_UPSAMPLING = 1.5
+"""The most a working resolution may be finer than an image's own before pixnet says so (or, for a preset's
+default, works at the image's resolution instead): upsampling creates no detail, only cost."""
+
+__all__ = ["MAX_UPSAMPLING", "as_uint8", "choose_level", "is_blank", "pyramid_levels", "rgb_channels"]
 
 
 def pyramid_levels(element) -> list[xr.DataArray]:
@@ -32,6 +36,17 @@ def choose_level(levels: list[xr.DataArray], level0_mpp: float, target: float | 
         if level0_mpp * levels[0].sizes["x"] / lv.sizes["x"] <= target * 1.001:
             best = i
     return best
+
+
+def is_blank(element, max_spread: float = 4.0) -> bool:
+    """Whether an image is (nearly) one colour: the standard deviation of its coarsest level below ``max_spread``.
+
+    ``max_spread`` is in 8-bit units (images of other ranges are compared relative to their own range).
+    """
+    coarsest = pyramid_levels(element)[-1]
+    values = np.asarray(coarsest.data[:3] if coarsest.sizes.get("c", 0) >= 3 else coarsest.data, dtype=np.float64)
+    scale = 255.0 / max(float(values.max()), 1.0) if values.dtype.kind == "f" or values.max() > 255 else 1.0
+    return float(values.std()) * scale < max_spread
 
 
 def as_uint8(data: xr.DataArray, coarsest: xr.DataArray, name: str, image_range) -> xr.DataArray:

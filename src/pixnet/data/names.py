@@ -10,7 +10,7 @@ from spatialdata import SpatialData, get_extent
 from spatialdata.transformations import get_transformation
 
 from .geometry import affine_matrix
-from .images import pyramid_levels
+from .images import is_blank, pyramid_levels
 from .tables import get_table, table_regions
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,15 @@ def resolve_image_name(sdata: SpatialData, image: str | None, shape_names: list[
         )
     # a dense map (channels = genes) lies over the H&E too, but is never the H&E
     candidates = [n for n in candidates if pyramid_levels(sdata.images[n])[0].sizes.get("c") in (3, 4)] or candidates
+    blank = [n for n in candidates if is_blank(sdata.images[n])]
+    if blank and len(blank) == len(candidates):
+        raise ValueError(
+            f"Image(s) {blank} are blank (nearly one colour throughout): no H&E to learn from. Check the image "
+            "files, or pass image= to use one anyway."
+        )
+    if blank:
+        logger.warning("Skipping image(s) %s: blank (nearly one colour throughout). Pass image= to use one.", blank)
+        candidates = [n for n in candidates if n not in blank]
     if len(candidates) == 1:
         return candidates[0]
     cs = sorted(shape_cs & set(get_transformation(sdata.images[candidates[0]], get_all=True)))[0]

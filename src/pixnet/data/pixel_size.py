@@ -17,22 +17,39 @@ from .tables import table_regions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PixelSizeUnknown", "median_side", "microns_per_cs_unit", "scalefactor_mpp"]
+__all__ = [
+    "VISIUM_SPOT_DIAMETER_UM",
+    "PixelSizeUnknown",
+    "is_visium",
+    "median_side",
+    "microns_per_cs_unit",
+    "scalefactor_mpp",
+]
 
 _MPP_DISAGREEMENT = 0.05  # relative difference at which two pixel-size sources disagree
+VISIUM_SPOT_DIAMETER_UM = 55.0
+"""Every Visium (v1, v2, CytAssist) capture spot is 55 µm across (10x Genomics' technical notes)."""
+
+
+def is_visium(sdata) -> bool:
+    """Whether ``sdata`` was read from a Visium (not Visium HD) Space Ranger folder by spatialdata-io."""
+    return sdata.attrs.get("spatialdata_io_reader") == "visium"
 
 
 def microns_per_cs_unit(sdata, image, shape_names, tables, cs, explicit, spot_diameter_um) -> tuple[float, str]:
     """µm per unit of the coordinate system, and where that came from."""
     estimates = []
-    if spot_diameter_um is not None:
+    if spot_diameter_um is not None or is_visium(sdata):
+        # spatialdata-io draws Visium spots as circles of radius spot_diameter_fullres / 2 (full-resolution pixels)
+        diameter = spot_diameter_um or VISIUM_SPOT_DIAMETER_UM
+        told = f"spot_diameter_um={diameter:g}" if spot_diameter_um else f"the {diameter:g} µm Visium spot diameter"
         for name in shape_names:
+            if spot_diameter_um is None and "radius" not in sdata.shapes[name]:
+                continue
             side = median_side(sdata.shapes[name])
             if side > 0:
                 scale = linear_scale(affine_matrix(sdata.shapes[name], cs), f"shapes {name!r}")
-                estimates.append(
-                    (spot_diameter_um / side / scale, f"spot_diameter_um={spot_diameter_um:g} of {name!r}")
-                )
+                estimates.append((diameter / side / scale, f"{told} of {name!r}"))
     level0 = pyramid_levels(sdata.images[image])[0]
     image_scale = linear_scale(affine_matrix(sdata.images[image], cs), f"image {image!r}")
     attrs_mpp = sdata.images[image].attrs.get("microns_per_pixel") or level0.attrs.get("microns_per_pixel")

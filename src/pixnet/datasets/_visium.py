@@ -56,7 +56,7 @@ def synthetic_visium(
     >>> import spatialdata_io
     >>> folder = pixnet.datasets.synthetic_visium("sample_visium", size_um=800, n_genes=12)
     >>> sdata = spatialdata_io.visium(folder, dataset_id="v1", fullres_image_file="tissue_image.tif")
-    >>> inputs = pixnet.resolve_inputs(sdata, spot_diameter_um=55)
+    >>> inputs = pixnet.resolve_inputs(sdata)  # the pixel size from the spots' radius: Visium spots are 55 µm
     >>> inputs.shapes["v1"].kind
     'circle'
 

@@ -16,7 +16,7 @@ from spatialdata.models import Image2DModel
 from spatialdata.transformations import Scale, Sequence, get_transformation
 
 from ..constants import Keys
-from ..data.images import pyramid_levels
+from ..data.images import MAX_UPSAMPLING, pyramid_levels
 from ..data.inputs import resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
 from ..utils.registry import recall
@@ -152,7 +152,7 @@ def predict(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r} (an integer map would truncate).")
     coarser = inputs.image.microns_per_pixel / model.microns_per_pixel
-    if coarser > 2:
+    if coarser > MAX_UPSAMPLING:
         warnings.warn(
             f"Image {inputs.image.name!r} has {inputs.image.microns_per_pixel:.3g} µm/px, {coarser:.1f}x coarser than "
             f"the model's {model.microns_per_pixel:g} µm/px: it is upsampled, and the model never saw tissue at this "

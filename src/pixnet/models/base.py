@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -11,6 +12,7 @@ from typing import ClassVar
 import torch
 from spatialdata import SpatialData
 
+from ..data.images import MAX_UPSAMPLING
 from ..data.training_sections import name_sections, resolve_sections, training_sections
 from ..dense.predict import predict
 from ..nn import EncoderConfig, create_encoder
@@ -89,8 +91,13 @@ class TrainedModel:
         recipe = resolve_preset(preset, device)
         plan = (plan or TrainingPlan()).resolved(cls.plan_defaults, recipe)
         plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
-        params = cls._resolve_params(params or cls.params_class(), recipe, plan)
+        given = params or cls.params_class()
+        params = cls._resolve_params(given, recipe, plan)
         objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        image_mpp = max(r.image.microns_per_pixel for r in resolved)  # the coarsest of the sections' finest levels
+        if params.microns_per_pixel * MAX_UPSAMPLING < image_mpp:
+            params = cls._at_image_resolution(given, params, image_mpp, recipe, plan)
+            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
         names = name_sections(resolved, section_names)
         gene_record = select_genes(
             [s.table for r in resolved for s in r.shapes.values()], n_top=n_top_genes, genes=genes
@@ -129,6 +136,33 @@ class TrainedModel:
     def _resolve_params(cls, params: MethodParams, preset: TrainingPreset, plan: TrainingPlan) -> MethodParams:
         """``params`` completed from ``preset`` and checked against the resolved ``plan``."""
         return params.resolved(preset)
+
+    @classmethod
+    def _at_image_resolution(cls, given, params, image_mpp: float, preset, plan):
+        """Params for an image coarser than the working resolution: the image's, unless the user chose otherwise."""
+        if given.microns_per_pixel is not None:
+            warnings.warn(
+                f"microns_per_pixel={given.microns_per_pixel:g} is {image_mpp / given.microns_per_pixel:.1f}x finer "
+                f"than the image ({image_mpp:.3g} µm/px): it is upsampled, which adds cost but no detail. Leave "
+                "microns_per_pixel unset to work at the image's resolution.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return params
+        patch_um = params.patch_size * params.microns_per_pixel
+        patch_size = given.patch_size or max(64, round(patch_um / image_mpp / 32) * 32)
+        logger.warning(
+            "The image has %.3g µm/px, coarser than the %r preset's %g µm/px: working at %.3g µm/px (patch %d px) "
+            "instead of upsampling it. Pass microns_per_pixel= to force a resolution.",
+            image_mpp,
+            preset.name,
+            params.microns_per_pixel,
+            image_mpp,
+            patch_size,
+        )
+        return cls._resolve_params(
+            dataclasses.replace(given, microns_per_pixel=image_mpp, patch_size=patch_size), preset, plan
+        )
 
     @classmethod
     def _config(cls, params: MethodParams, shared: dict):

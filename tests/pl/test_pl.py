@@ -58,6 +58,9 @@ def test_dense_map_whole_and_zoomed(predicted, tmp_path):
     _rendered(tmp_path / "z.png")
     with pytest.raises(ValueError, match="not channels of"):
         pixnet.pl.dense_map(sdata, "NOT_A_GENE")
+    assert pixnet.pl.dense_map(sdata).get_title() == f"{model.genes[0]}: dense map"  # no gene: the first
+    with pytest.raises(KeyError, match=r"run pixnet\.tl\.predict first"):
+        pixnet.pl.dense_map(sdata, map_name="other_map")
 
 
 def test_pcc_distribution_scatter_and_training_curves(predicted, tmp_path):

@@ -183,7 +183,7 @@ def expression(
 
 def dense_map(
     sdata: SpatialData,
-    gene: str,
+    gene: str | None = None,
     map_name: str = Keys.map(Keys.PREFIX),
     *,
     image: str | None = None,
@@ -206,7 +206,7 @@ def dense_map(
     sdata
         The SpatialData object.
     gene
-        Channel of the map.
+        Channel of the map; default: its first (the model's first gene).
     map_name
         The dense map element (from :func:`pixnet.tl.predict`).
     image
@@ -235,14 +235,22 @@ def dense_map(
     With ``sdata`` as after predict's example, the whole map and a zoom (a box in the image's pixels):
 
     >>> import pixnet
-    >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], "pixnet_map")
+    >>> ax = pixnet.pl.dense_map(sdata)  # the first gene of "pixnet_map"
     >>> ax = pixnet.pl.dense_map(sdata, model.genes[0], region=(0, 0, 200, 200), save="zoom.png")
     >>> ax.get_title().startswith(model.genes[0])
     True
 
     """
+    gene = gene if gene is not None else first_channel(sdata, map_name)
     window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
     return _draw_map(window, 0, alpha, cmap, vmin, vmax, ax, save)
+
+
+def first_channel(sdata: SpatialData, map_name: str) -> str:
+    """The first channel (gene) of a map element."""
+    if map_name not in sdata.images:
+        raise KeyError(f"No map {map_name!r}; run pixnet.tl.predict first (maps here: {sorted(sdata.images)}).")
+    return str(pyramid_levels(sdata.images[map_name])[0].coords["c"].values[0])
 
 
 def uncertainty(

@@ -51,9 +51,12 @@ def test_train_predict_evaluate_on_a_space_ranger_folder(hd_folder, tmp_path, ca
 
 
 def test_a_visium_space_ranger_folder_goes_through_train_predict_evaluate(tmp_path, capsys):
-    # a format-faithful Visium v1 folder (filtered_feature_bc_matrix.h5, spatial/ with hires and lowres PNGs and
-    # scalefactors without microns_per_pixel, the full-resolution TIFF): no pixel size or spot size is given
-    folder = pixnet.datasets.synthetic_visium(tmp_path / "visium", size_um=800, n_genes=12, seed=4)
+    # a Visium v1 folder as many public ones are: filtered_feature_bc_matrix.h5, spatial/ with
+    # tissue_positions_list.csv (no header), hires and lowres PNGs and scalefactors without microns_per_pixel, and
+    # no full-resolution image; neither pixel size nor spot size is given
+    folder = pixnet.datasets.synthetic_visium(
+        tmp_path / "visium", size_um=800, n_genes=12, seed=4, space_ranger=1, fullres_image=False
+    )
     model, store = tmp_path / "model", tmp_path / "visium.zarr"
     assert main(["train", str(folder), "--out", str(model), "-q", *TINY, "--microns-per-pixel", "2"]) == 0
     assert "Trained PixNet(6 genes, 2 µm/px" in capsys.readouterr().out

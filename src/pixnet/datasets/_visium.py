@@ -11,6 +11,7 @@ import pandas as pd
 import tifffile
 from PIL import Image
 
+from ..data.images import pyramid_levels
 from ._spots import synthetic_spots
 from ._tenx import FeatureBarcodeMatrixWriter
 
@@ -27,14 +28,16 @@ def synthetic_visium(
     n_genes: int = 40,
     seed: int = 0,
     microns_per_pixel: float = 0.5,
+    space_ranger: int = 2,
+    fullres_image: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic Visium section as a Space Ranger output folder.
 
-    The folder holds ``filtered_feature_bc_matrix.h5``, ``spatial/tissue_positions.csv`` (Space Ranger >= 2
-    layout), ``spatial/scalefactors_json.json``, the hires and lowres PNGs and the full-resolution image
-    ``tissue_image.tif``, so that ``spatialdata_io.visium(path, dataset_id=...,
-    fullres_image_file="tissue_image.tif")`` reads it. Contents are those of
+    The folder holds ``filtered_feature_bc_matrix.h5``, the spot positions, ``spatial/scalefactors_json.json``
+    (without ``microns_per_pixel``, as Space Ranger writes it), the hires and lowres PNGs and the
+    full-resolution image ``tissue_image.tif``, so that ``spatialdata_io.visium(path, dataset_id=...,
+    fullres_image_file="tissue_image.tif")`` and :func:`pixnet.io.read` read it. Contents are those of
     :func:`synthetic_spots` with ``technology="visium"``.
 
     Parameters
@@ -43,6 +46,12 @@ def synthetic_visium(
         Output folder (created).
     size_um, n_genes, seed, microns_per_pixel
         As for :func:`synthetic_spots`.
+    space_ranger
+        The layout of the spot positions: 2 (``spatial/tissue_positions.csv`` with a header, Space Ranger >= 2)
+        or 1 (``spatial/tissue_positions_list.csv`` without one, as in older public datasets).
+    fullres_image
+        Write ``tissue_image.tif``; without it only the hires and lowres PNGs hold the H&E (as in many public
+        Visium folders).
     overwrite
         Replace an existing folder.
 
@@ -70,15 +79,17 @@ def synthetic_visium(
         "visium", size_um=size_um, n_genes=n_genes, seed=seed, sample_id="visium", microns_per_pixel=microns_per_pixel
     )
     table = sdata["visium_table"]
-    image = np.moveaxis(sdata["visium_image"].values, 0, -1)
+    image = np.moveaxis(pyramid_levels(sdata["visium_image"])[0].values, 0, -1)  # large sections are multiscale
     (path / "spatial").mkdir(parents=True)
 
     barcodes = np.array([np.base_repr(i, 4).zfill(16).translate(_BASES) + "-1" for i in range(table.n_obs)])
     writer = FeatureBarcodeMatrixWriter(path / "filtered_feature_bc_matrix.h5", list(table.var_names))
     writer.append(barcodes, table.X.toarray().astype(np.int64))
     writer.close()
+    if space_ranger not in (1, 2):
+        raise ValueError(f"space_ranger must be 1 or 2 (the layout of the spot positions), got {space_ranger!r}.")
     x, y = table.obsm["spatial"].T
-    pd.DataFrame(
+    positions = pd.DataFrame(
         {
             "barcode": barcodes,
             "in_tissue": 1,
@@ -87,7 +98,11 @@ def synthetic_visium(
             "pxl_row_in_fullres": y,
             "pxl_col_in_fullres": x,
         }
-    ).to_csv(path / "spatial" / "tissue_positions.csv", index=False)
+    )
+    if space_ranger == 1:
+        positions.to_csv(path / "spatial" / "tissue_positions_list.csv", index=False, header=False)
+    else:
+        positions.to_csv(path / "spatial" / "tissue_positions.csv", index=False)
     scalefactors = {
         "spot_diameter_fullres": table.uns["spatial"]["visium"]["scalefactors"]["spot_diameter_fullres"],
         "tissue_hires_scalef": 1 / _HIRES_FACTOR,
@@ -98,5 +113,6 @@ def synthetic_visium(
     for name, factor in (("tissue_hires_image.png", _HIRES_FACTOR), ("tissue_lowres_image.png", _LOWRES_FACTOR)):
         size = (image.shape[1] // factor, image.shape[0] // factor)
         Image.fromarray(image).resize(size, Image.Resampling.BOX).save(path / "spatial" / name)
-    tifffile.imwrite(path / "tissue_image.tif", image, photometric="rgb", tile=(256, 256), compression="zlib")
+    if fullres_image:
+        tifffile.imwrite(path / "tissue_image.tif", image, photometric="rgb", tile=(256, 256), compression="zlib")
     return path

@@ -4,6 +4,7 @@ Usage:
     python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, the "cpu" preset
     python benchmarks/real_sections.py --preset paper --device cuda   # the paper's recipe, on a GPU
     python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
+    python benchmarks/real_sections.py --test-section HEST_FOLDER --train-dataset her2st  # a HEST-1k sample
     python benchmarks/real_sections.py --methods pixnet pixnet_i2g --baselines ridge --output-stride 1  # auxiliary loss
 
 For each held-out section, every method is trained on the other sections of its dataset with the same genes
@@ -38,12 +39,17 @@ FORMATS = {  # dataset: (reader, folder, file pattern that names a section)
 }
 
 
-def detect_format(folder: Path) -> tuple[str, str]:
-    """(dataset, section name) of a single-section folder."""
+def detect_format(folder: Path, train_dataset: str | None) -> tuple[str, str, object]:
+    """(training dataset, section name, reader) of a single-section folder: HER2ST, STUtility MOB or HEST-1k."""
     kind, names = pixnet.io.describe_folder(folder)
-    if kind not in pixnet.io.SECTION_FORMATS or len(names) != 1:
-        raise SystemExit(f"{folder} holds no single section in the HER2ST or STUtility MOB file format.")
-    return {"her2st": "her2st", "stutility_mob": "mob"}[kind], names[0]
+    if kind not in (*pixnet.io.SECTION_FORMATS, "hest") or len(names) != 1:
+        raise SystemExit(f"{folder} holds no single section in the HER2ST, STUtility MOB or HEST-1k format.")
+    if kind == "hest":
+        if train_dataset is None:
+            raise SystemExit(f"{folder} is a HEST-1k sample: say which sections train with --train-dataset.")
+        return train_dataset, names[0], pixnet.datasets.hest
+    dataset = {"her2st": "her2st", "stutility_mob": "mob"}[kind]
+    return train_dataset or dataset, names[0], FORMATS[dataset][0]
 
 
 def shared_genes(train: list, test, n_genes: int) -> list[str]:
@@ -166,7 +172,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding her2st/ and stutility_mob/")
     parser.add_argument("--datasets", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     parser.add_argument("--sections", nargs="+", help="hold out only these sections (default: each in turn)")
-    parser.add_argument("--test-section", type=Path, help="a folder with one section of a supported format")
+    parser.add_argument(
+        "--test-section", type=Path, help="a folder with one section: HER2ST, STUtility MOB or a HEST-1k sample"
+    )
+    parser.add_argument(
+        "--train-dataset", choices=list(FORMATS), help="with --test-section: train on these sections (default: its own)"
+    )
     parser.add_argument("--n-genes", type=int, default=250)
     parser.add_argument(
         "--preset", default="cpu", choices=["cpu", "paper"], help="the recipe the settings below default to"
@@ -220,11 +231,11 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     if args.test_section is not None:
-        dataset, name = detect_format(args.test_section)
+        dataset, name, test_reader = detect_format(args.test_section, args.train_dataset)
         reader, folder, pattern = FORMATS[dataset]
         names = pixnet.io.section_names(args.data / folder, pattern)
         train = [reader(s, args.data / folder) for s in names if s != name]
-        rows += run_fold(dataset, train, reader(name, args.test_section), name, args)
+        rows += run_fold(dataset, train, test_reader(name, args.test_section), name, args)
     else:
         for dataset in args.datasets:
             reader, folder, pattern = FORMATS[dataset]

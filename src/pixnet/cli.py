@@ -17,8 +17,8 @@ from .constants import Keys
 logger = logging.getLogger("pixnet")
 
 EPILOG = (
-    "INPUT is a SpatialData zarr store, a Space Ranger output folder (Visium or Visium HD) or a folder of legacy "
-    "ST sections (HER2ST / STUtility layout)."
+    "INPUT is a SpatialData zarr store, a Space Ranger output folder (Visium or Visium HD), a HEST-1k folder "
+    "(wsis/, st/, metadata/) or a folder of legacy ST sections (HER2ST / STUtility layout)."
 )
 
 
@@ -83,11 +83,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sections_of(path: Path, section: str | None) -> list[str | None]:
-    """Every section of a legacy ST folder (or the chosen one); one ``None`` for other inputs."""
+    """Every section of a legacy ST or HEST-1k folder (or the chosen one); one ``None`` for other inputs."""
     from .io import SECTION_FORMATS, describe_folder
 
     kind, names = describe_folder(path)
-    if kind not in SECTION_FORMATS or section is not None:
+    if kind not in (*SECTION_FORMATS, "hest") or section is not None:
         return [section]
     return list(names)
 
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--shapes", nargs="+", help="measured shapes, e.g. bins_8um bins_16um (default: found)")
     train.add_argument("--image", help="the H&E image element (default: found)")
     train.add_argument("--table", help="the measured table (default: the one annotating the shapes)")
-    train.add_argument("--section", help="one section of a folder of legacy ST sections (default: all)")
+    train.add_argument("--section", help="one section of a HEST-1k or legacy ST folder (default: all)")
     train.add_argument("--n-genes", type=_positive_int, default=250, help="top genes by mean expression (default: 250)")
     train.add_argument(
         "--preset",

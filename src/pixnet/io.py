@@ -43,8 +43,8 @@ def describe_folder(path: str | Path) -> tuple[str, list[str]]:
 
     Returns
     -------
-    ``("zarr" | "visium_hd" | "visium" | "her2st" | "stutility_mob", section names)``; the section names are
-    empty except for legacy ST folders.
+    ``("zarr" | "visium_hd" | "visium" | "hest" | "her2st" | "stutility_mob", section names)``; the section names
+    are empty except for HEST-1k folders (sample ids) and legacy ST folders.
 
     Examples
     --------
@@ -65,6 +65,10 @@ def describe_folder(path: str | Path) -> tuple[str, list[str]]:
         return "visium_hd", []
     if (path / "spatial").is_dir() and any(path.glob("*filtered_feature_bc_matrix.h5")):
         return "visium", []
+    if all((path / folder).is_dir() for folder in ("wsis", "st", "metadata")):
+        from .datasets import hest_samples
+
+        return "hest", hest_samples(path)
     for name, pattern in SECTION_FORMATS.items():
         names = section_names(path, pattern)
         if names:
@@ -113,6 +117,10 @@ def read(path: str | Path, section: str | None = None) -> SpatialData:
 
         recover_store(path)  # a pixnet write that was killed mid-swap is completed first
         return spatialdata.read_zarr(path)
+    if kind == "hest":
+        from .datasets import hest
+
+        return hest(section, path)
     if kind in SECTION_FORMATS:
         from . import datasets
 

@@ -41,11 +41,19 @@ def choose_level(levels: list[xr.DataArray], level0_mpp: float, target: float | 
 def is_blank(element, max_spread: float = 4.0) -> bool:
     """Whether an image is (nearly) one colour: the standard deviation of its coarsest level below ``max_spread``.
 
-    ``max_spread`` is in 8-bit units (images of other ranges are compared relative to their own range).
+    ``max_spread`` is in 8-bit units (images of other ranges are compared relative to their own range). Of a
+    whole-slide level, 16 tiles are read, not the slide.
     """
-    coarsest = pyramid_levels(element)[-1]
-    values = np.asarray(coarsest.data[:3] if coarsest.sizes.get("c", 0) >= 3 else coarsest.data, dtype=np.float64)
-    scale = 255.0 / max(float(values.max()), 1.0) if values.dtype.kind == "f" or values.max() > 255 else 1.0
+    coarsest = pyramid_levels(element)[-1].data
+    coarsest = coarsest[:3] if coarsest.shape[0] >= 3 else coarsest
+    eight_bit = coarsest.dtype == np.uint8
+    if coarsest.size > 3 * 4096**2 and hasattr(coarsest, "blocks"):
+        rows, cols = coarsest.numblocks[1:]
+        picks = np.random.default_rng(0).integers(0, (rows, cols), size=(16, 2))
+        tiles = [np.asarray(coarsest.blocks[0, y, x]).reshape(coarsest.shape[0], -1) for y, x in picks]
+        coarsest = np.concatenate(tiles, axis=1)
+    values = np.asarray(coarsest, dtype=np.float64)
+    scale = 1.0 if eight_bit else 255.0 / max(float(np.abs(values).max()), 1e-12)
     return float(values.std()) * scale < max_spread
 
 

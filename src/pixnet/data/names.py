@@ -123,11 +123,8 @@ def resolve_image_name(sdata: SpatialData, image: str | None, shape_names: list[
     candidates = [n for n in candidates if pyramid_levels(sdata.images[n])[0].sizes.get("c") in (3, 4)] or candidates
     blank = [n for n in candidates if is_blank(sdata.images[n])]
     if blank and len(blank) == len(candidates):
-        raise ValueError(
-            f"Image(s) {blank} are blank (nearly one colour throughout): no H&E to learn from. Check the image "
-            "files, or pass image= to use one anyway."
-        )
-    if blank:
+        logger.warning("Image(s) %s are blank (nearly one colour throughout): check the image files.", blank)
+    elif blank:
         logger.warning("Skipping image(s) %s: blank (nearly one colour throughout). Pass image= to use one.", blank)
         candidates = [n for n in candidates if n not in blank]
     if len(candidates) == 1:

@@ -1,5 +1,6 @@
-"""Samples: synthetic Visium HD and spot-based sections, and readers for public ST sections."""
+"""Samples: synthetic Visium HD and spot-based sections, and readers for public ST sections and HEST-1k."""
 
+from ._hest import hest, hest_samples
 from ._sections import her2st, read_st_section, stutility_mob
 from ._spots import synthetic_spots
 from ._tissue import SyntheticTissue
@@ -10,6 +11,8 @@ from ._visium_hd import synthetic_visium_hd
 __all__ = [
     "SyntheticTissue",
     "her2st",
+    "hest",
+    "hest_samples",
     "read_st_section",
     "stutility_mob",
     "synthetic_spots",

@@ -25,8 +25,8 @@ class MethodParams(Options):
     encoder
         The encoder's name, one of :data:`pixnet.nn.ENCODERS` (see :func:`pixnet.nn.create_encoder`).
     encoder_weights
-        ``"ciga"`` (the paper's histology ResNet18), ``"imagenet"``, ``"random"`` (no pretrained weights) or a
-        weights file.
+        ``"ciga"`` (the paper's histology ResNet18), ``"imagenet"``, ``"hf"`` (a foundation model from the
+        Hugging Face cache), ``"random"`` (no pretrained weights) or a weights file.
 
     Examples
     --------

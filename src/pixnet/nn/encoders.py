@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from ..utils.downloads import cache_dir, download
 from .resnet import ResNet18Pyramid
+from .vit import VIT_CONFIGS, ViTPyramid, timm_names
 from .weights import CIGA_URL, load_backbone, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,63 @@ __all__ = ["ENCODERS", "EncoderConfig", "create_encoder"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
+# the foundation models' Hugging Face repositories and input normalisation (their model cards)
+FOUNDATION_MODELS = {
+    "uni": ("MahmoodLab/UNI", IMAGENET_MEAN, IMAGENET_STD),
+    "uni2_h": ("MahmoodLab/UNI2-h", IMAGENET_MEAN, IMAGENET_STD),
+    "h_optimus_0": ("bioptimus/H-optimus-0", (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)),
+    "hibou_b": ("histai/hibou-B", (0.7068, 0.5755, 0.722), (0.195, 0.2316, 0.1816)),
+}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def huggingface_cache() -> Path:
+    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def cached_weights(repo: str) -> Path:
+    """A repository's weights file in the user's Hugging Face cache (the snapshot ``refs/main`` names, else any).
+
+    Nothing is downloaded: the foundation models are gated (accept their licence, then
+    ``huggingface-cli download <repo>``).
+    """
+    folder = huggingface_cache() / f"models--{repo.replace('/', '--')}"
+    ref = folder / "refs" / "main"
+    snapshots = [folder / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
+    snapshots += sorted((folder / "snapshots").glob("*")) if (folder / "snapshots").is_dir() else []
+    for snapshot in snapshots:
+        for name in WEIGHT_FILES:
+            if (snapshot / name).is_file():
+                return snapshot / name
+    raise FileNotFoundError(
+        f"{repo} is not in the Hugging Face cache ({folder}). It is gated: accept its licence on huggingface.co, "
+        f"run `huggingface-cli download {repo}`, or pass the weights file as encoder_weights=."
+    )
+
+
+def load_vit_weights(module: ViTPyramid, path: Path) -> None:
+    """Load a timm- or Hugging Face-format checkpoint into ``module``, refusing one that does not match it."""
+    state = timm_names(load_checkpoint_file(path))
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} here"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or wrong:
+        raise ValueError(
+            f"{path} is not a checkpoint of this encoder: "
+            + (f"missing {len(missing)} tensors (e.g. {missing[:3]})" if missing else "")
+            + ("; " if missing and wrong else "")
+            + (f"shapes differ ({'; '.join(wrong[:3])})" if wrong else "")
+            + "."
+        )
+    module.load_state_dict({k: state[k] for k in expected})
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -28,7 +87,7 @@ class EncoderConfig:
     Attributes
     ----------
     name
-        ``"resnet18"`` or ``"efficientnet_lite0"``.
+        One of :data:`ENCODERS`.
     weights
         ``"random"``, ``"ciga"`` (the self-supervised histopathology ResNet18 of Ciga, Xu & Martel 2022),
         ``"imagenet"`` (EfficientNet-Lite0 from its package) or the path of a weights file.
@@ -122,11 +181,15 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
     Parameters
     ----------
     name
-        ``"resnet18"`` (the paper's encoder) or ``"efficientnet_lite0"`` (needs ``pixnet[efficientnet]``).
+        ``"resnet18"`` (the paper's encoder), ``"efficientnet_lite0"`` (needs ``pixnet[efficientnet]``), or a
+        pathology foundation model (vision transformers, see :mod:`pixnet.nn.vit`): ``"uni"`` (ViT-L/16),
+        ``"uni2_h"`` (ViT-H/14, registers, SwiGLU), ``"h_optimus_0"`` (ViT-g/14) or ``"hibou_b"`` (ViT-B/14).
     weights
         ``None``/``"random"``; ``"ciga"`` to download the Ciga et al. checkpoint once into the cache (resnet18);
-        ``"imagenet"`` for the packaged EfficientNet-Lite0 weights; or a file: a torchvision-style state dict
-        or a Ciga-format Lightning checkpoint (resnet18), or the EfficientNet-Lite0 ``.pth``.
+        ``"imagenet"`` for the packaged EfficientNet-Lite0 weights; ``"hf"`` for a foundation model's weights
+        in the user's Hugging Face cache (they are gated, so never downloaded here); or a file: a
+        torchvision-style state dict or a Ciga-format Lightning checkpoint (resnet18), the EfficientNet-Lite0
+        ``.pth``, or a foundation model's timm- or Hugging Face-format checkpoint.
 
     Returns
     -------
@@ -165,7 +228,15 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
             raise ValueError(f"{path} did not load EfficientNet-Lite0: missing e.g. {result.missing_keys[:3]}.")
         # EfficientNet-Lite expects (x - 127) / 128 on 0..255 inputs
         return module, EncoderConfig(name, "imagenet" if weights == "imagenet" else str(path), HALF, HALF)
+    if name in VIT_CONFIGS:
+        module = ViTPyramid(VIT_CONFIGS[name])
+        repo, mean, std = FOUNDATION_MODELS[name]
+        if weights == "random":
+            return module, EncoderConfig(name, "random", mean, std)
+        path = cached_weights(repo) if weights == "hf" else Path(weights)
+        load_vit_weights(module, path)
+        return module, EncoderConfig(name, "hf" if weights == "hf" else str(path), mean, std)
     raise ValueError(f"Unknown encoder {name!r}; choose one of {ENCODERS}.")
 
 
-ENCODERS = ("resnet18", "efficientnet_lite0")
+ENCODERS = ("resnet18", "efficientnet_lite0", *VIT_CONFIGS)

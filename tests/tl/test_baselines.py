@@ -56,3 +56,12 @@ def test_baseline_shares_a_models_genes_units_and_resolution(sections):
     assert baseline.encoder.name == model.config.encoder["name"]
     with pytest.raises(ValueError, match="Unknown baseline"):
         pixnet.tl.train_baseline(train, "lasso", **SETTINGS)
+
+
+def test_a_foundation_model_encoder_gives_the_baselines_features(sections):
+    train, test = sections
+    settings = {**SETTINGS, "encoder": "hibou_b", "encoder_weights": "random"}  # ViT-B/14, 86 M parameters
+    baseline = pixnet.tl.train_baseline(train, "ridge", **settings)
+    assert baseline.encoder.name == "hibou_b" and baseline.encoder.mean == (0.7068, 0.5755, 0.722)
+    pixnet.tl.predict_baseline(test, "b_spots", baseline, key_added="vit", progress=False)
+    assert np.isfinite(np.asarray(test["vit_b_spots"].X)).all()

@@ -139,3 +139,16 @@ def test_a_preset_finer_than_the_image_works_at_the_images_resolution(caplog):
     with pytest.warns(UserWarning, match="4.0x finer than the image"):
         forced = pixnet.tl.train(coarse, epochs=0, microns_per_pixel=1.0, **TINY_TRAINING)
     assert forced.microns_per_pixel == 1.0
+
+
+def test_options_by_name_and_in_mappings_are_checked_together_and_once(small_spots):
+    from pixnet.tl._train import method_options
+
+    _, params, plan = method_options(
+        "pixnet", {"decoder_width": 8}, {"validation": "section"}, {"validation_sections": ["a"], "epochs": 2}
+    )
+    assert params.decoder_width == 8 and plan.validation_sections == ("a",) and plan.epochs == 2
+    with pytest.raises(TypeError, match=r"given both as keywords and in method_params= / plan="):
+        pixnet.tl.train(small_spots, plan={"epochs": 1}, epochs=2, progress=False)
+    with pytest.raises(TypeError, match="its options are"):
+        pixnet.tl.train(small_spots, decoder_widht=8, progress=False)

@@ -110,6 +110,7 @@ def train_baseline(
     extractor = None
     if method != "mean":
         extractor = FeatureExtractor(encoder_config, seed, resolve_device(device))
+        encoder_config = extractor.config  # with the normalisation the encoder's weights expect
         if encoder_config.weights == "random":
             logger.warning("Baseline %r uses features of an encoder with random weights; pass pretrained ones.", method)
     features, targets = [], []

@@ -51,8 +51,12 @@ def method_options(
     if twice:
         raise TypeError(f"Option(s) {twice} given both as keywords and in method_params= / plan=; give each once.")
     params = params.merged({**dict(method_params or {}), **{k: v for k, v in options.items() if k in method_names}})
-    plan = plan if isinstance(plan, TrainingPlan) else TrainingPlan().merged(plan)
-    plan = plan.merged({k: v for k, v in options.items() if k in plan_names})
+    plan_options = {k: v for k, v in options.items() if k in plan_names}  # merged at once: checks see them together
+    plan = (
+        plan.merged(plan_options)
+        if isinstance(plan, TrainingPlan)
+        else TrainingPlan().merged({**(plan or {}), **plan_options})
+    )
     return model_class, params, plan
 
 

@@ -133,3 +133,29 @@ def test_pixnet_decodes_a_vit_pyramid():
     with torch.no_grad():
         density = network(torch.rand(1, 3, 64, 64))
     assert density.shape == (1, 3, 64, 64) and (density >= 0).all()
+
+
+def test_a_frozen_vit_trains_pixnet_without_caching_whole_section_pyramids(monkeypatch):
+    import pixnet
+    import pixnet.nn.vit
+    import pixnet.training.loop
+
+    monkeypatch.setitem(pixnet.nn.vit.VIT_CONFIGS, "hibou_b", TINY)  # the registered name, built small
+
+    def whole_section_pyramids(*args, **kwargs):
+        raise AssertionError("a ViT's pyramid of a whole section is not its patches' pyramids")
+
+    monkeypatch.setattr(pixnet.training.loop, "PyramidCache", whole_section_pyramids)
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=400, n_genes=6, seed=2)
+    model = pixnet.tl.train(
+        sdata,
+        preset="cpu",
+        encoder="hibou_b",
+        encoder_weights="random",
+        decoder_width=8,
+        epochs=1,
+        n_top_genes=4,
+        progress=False,
+    )
+    assert model.config.encoder["name"] == "hibou_b" and model.config.n_models == 2 and model.epochs_trained == 2
+    assert tuple(model.config.encoder["mean"]) == (0.7068, 0.5755, 0.722)  # the weights' normalisation

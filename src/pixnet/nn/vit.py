@@ -181,6 +181,7 @@ class ViTPyramid(nn.Module):
     """
 
     reductions = (2, 4, 8, 16, 32)
+    local = False  # every token attends to the whole input: a patch's features are not a slice of its section's
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()

@@ -339,7 +339,9 @@ def fit(
     moments = gene_moments(training_targets(sections)) if auxiliary else None
     count_means = training_count_means(model, sections) if config.loss == "poisson" else None
     cache = None
-    if config.freeze_encoder and config.cache_pyramids and group.world == 1 and patch_size % ALIGN == 0:
+    # a slice of a whole section's pyramid equals the patch's own only for a convolutional (local) encoder
+    local = getattr(network.encoder, "local", True)
+    if config.freeze_encoder and config.cache_pyramids and local and group.world == 1 and patch_size % ALIGN == 0:
         for section in sections:
             section.image = pad_image(section.image, patch_size)
         variants = dihedral_variants(np.random.default_rng(config.seed + 2)) if config.augment else [IDENTITY]

@@ -17,12 +17,14 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
+from ..data.pixel_size import VISIUM_SPOT_DIAMETER_UM
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["hest", "hest_samples"]
 
 # spot diameters where a sample's metadata has none (µm)
-TECHNOLOGY_SPOT_UM = {"Visium": 55.0, "Spatial Transcriptomics": 100.0}
+TECHNOLOGY_SPOT_UM = {"Visium": VISIUM_SPOT_DIAMETER_UM, "Spatial Transcriptomics": 100.0}
 
 
 def hest_samples(path: str | Path) -> list[str]:

@@ -241,16 +241,9 @@ def dense_map(
     True
 
     """
-    gene = gene if gene is not None else first_channel(sdata, map_name)
-    window = map_window(sdata, [gene], map_name, image=image, region=region, max_size=max_size)
+    genes = None if gene is None else [gene]
+    window = map_window(sdata, genes, map_name, image=image, region=region, max_size=max_size)
     return _draw_map(window, 0, alpha, cmap, vmin, vmax, ax, save)
-
-
-def first_channel(sdata: SpatialData, map_name: str) -> str:
-    """The first channel (gene) of a map element."""
-    if map_name not in sdata.images:
-        raise KeyError(f"No map {map_name!r}; run pixnet.tl.predict first (maps here: {sorted(sdata.images)}).")
-    return str(pyramid_levels(sdata.images[map_name])[0].coords["c"].values[0])
 
 
 def uncertainty(
@@ -311,7 +304,7 @@ class MapWindow:
 
 def map_window(
     sdata: SpatialData,
-    genes: Sequence[str],
+    genes: Sequence[str] | None,
     map_name: str = Keys.map(Keys.PREFIX),
     *,
     image: str | None = None,
@@ -323,21 +316,23 @@ def map_window(
     Parameters are as for :func:`dense_map`. Reading genes one at a time from a lazy map would run the model
     over the window once per gene.
     """
-    values, extent, image, region = _map_values(sdata, genes, map_name, image, region, max_size)
+    values, extent, image, region, genes = _map_values(sdata, genes, map_name, image, region, max_size)
     background, background_extent = _background(sdata, image, region, max_size)
-    return MapWindow(list(genes), values, extent, region, background, background_extent)
+    return MapWindow(genes, values, extent, region, background, background_extent)
 
 
 def _map_values(sdata, genes, map_name: str, image: str | None, region: Box | None, max_size: int):
     """The genes' values over ``region`` (default: the whole map), at most ``max_size`` px a side.
 
-    Also their imshow extent, the name of the image they lie on and the region.
+    Also their imshow extent, the name of the image they lie on, the region and the genes (``genes=None``: the
+    map's first channel).
     """
     if map_name not in sdata.images:
         raise KeyError(
             f"No image element {map_name!r}; run pixnet.tl.predict first (elements: {sorted(sdata.images)})."
         )
     dense = pyramid_levels(sdata.images[map_name])[0]
+    genes = [str(dense.coords["c"].values[0])] if genes is None else list(genes)
     missing = [g for g in genes if g not in dense.coords["c"].values]
     if missing:
         raise ValueError(f"{missing} are not channels of {map_name!r}.")
@@ -359,7 +354,7 @@ def _map_values(sdata, genes, map_name: str, image: str | None, region: Box | No
     values = da.coarsen(np.mean, window, {1: step, 2: step}, trim_excess=True).compute()
     height, width = values.shape[1:]
     extent = [x0 * scale, (x0 + width * step) * scale, (y0 + height * step) * scale, y0 * scale]
-    return values, extent, inputs.image.name, tuple(region)
+    return values, extent, inputs.image.name, tuple(region), genes
 
 
 def _draw_map(window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) -> Axes:

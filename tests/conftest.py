@@ -77,7 +77,14 @@ def tiny_model(tiny_spots):
     return pixnet.tl.train(tiny_spots, epochs=1, **TINY_TRAINING)
 
 
-def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decoder_width: int = 8, n_models: int = 1):
+def tiny_pixnet(
+    genes=("G0", "G1", "G2"),
+    microns_per_pixel: float = 1.0,
+    decoder_width: int = 8,
+    n_models: int = 1,
+    output_stride: int = 1,
+    pixel_skip: int = 0,
+):
     """An untrained PixNet with a random ResNet18 encoder (seed 0): the same weights at every call."""
     import torch
 
@@ -94,6 +101,8 @@ def tiny_pixnet(genes=("G0", "G1", "G2"), microns_per_pixel: float = 1.0, decode
         encoder=pixnet.nn.EncoderConfig("resnet18").to_dict(),
         decoder_width=decoder_width,
         n_models=n_models,
+        output_stride=output_stride,
+        pixel_skip=pixel_skip,
     )
     return PixNet.build(config)
 

@@ -245,9 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset",
         default="auto",
-        choices=["auto", "cpu", "paper"],
-        help="the recipe the options below default to: cpu (frozen ImageNet EfficientNet-Lite0 at 4 µm/px), paper "
-        "(histology ResNet18 fine-tuned at 1 µm/px, for a GPU) or auto (paper with a GPU, else cpu; default)",
+        choices=["auto", "cpu", "cpu_fine", "paper"],
+        help="the recipe the options below default to: cpu (spots: frozen ImageNet EfficientNet-Lite0 at 4 µm/px), "
+        "cpu_fine (Visium HD bins and cells: the same encoder, a map at 1 µm/px), paper (histology ResNet18 "
+        "fine-tuned at 1 µm/px, for a GPU) or auto (paper with a GPU, else cpu_fine for shapes of 20 µm or less, "
+        "else cpu; default)",
     )
     _add_input_scale(train)
     _add_train_options(train)

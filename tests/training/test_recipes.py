@@ -62,6 +62,9 @@ def test_pad_image_and_variants():
 
 def test_presets_are_chosen_by_device_and_overridden_by_arguments():
     assert resolve_preset("auto", "cpu").name == "cpu"
+    assert resolve_preset("auto", "cpu", finest_shape_um=2.0).name == "cpu_fine"
+    assert resolve_preset("auto", "cpu", finest_shape_um=55.0).name == "cpu"
+    assert resolve_preset("auto", "cuda", finest_shape_um=8.0).name == "paper"
     assert resolve_preset("auto", "cuda").name == "paper"
     assert resolve_preset("paper").encoder_weights == "ciga"
     assert PRESETS["cpu"].updated(epochs=3, patch_size=None).epochs == 3
@@ -169,3 +172,52 @@ def test_poisson_loss_trains_and_is_recorded(spots):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     with pytest.raises(ValueError, match="loss must be one of"):
         pixnet.tl.train(spots, preset=PRESETS["cpu"].updated(loss="nb"), epochs=0, progress=False)
+
+
+def test_pixel_skip_decodes_cached_pyramids_as_the_whole_network_does():
+    torch.manual_seed(0)
+    encoder, config = create_encoder("resnet18")
+    network = PixNetNetwork(encoder, config, n_genes=3, decoder_width=32, output_stride=1, pixel_skip=8).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = network(images)
+        x = network.normalise(images)
+        cached = network.decode(network.encoder(x), (64, 64), image=x)
+        changed = network(images * torch.tensor([1.0, 0.5, 1.0]).view(1, 3, 1, 1))
+    assert network.uses_pixels and torch.allclose(whole, cached, atol=1e-6)
+    assert not torch.allclose(whole, changed)
+    with pytest.raises(ValueError, match="pass image="):
+        network.decode(network.encoder(x), (64, 64))
+    with pytest.raises(ValueError, match="pixel_skip feeds the full-resolution stage; it needs output_stride=1"):
+        PixNetNetwork(encoder, config, n_genes=3, decoder_width=32, output_stride=4, pixel_skip=8)
+
+
+def test_auto_preset_trains_visium_hd_bins_at_a_map_that_resolves_2um(hd_sdata, tmp_path):
+    model = pixnet.tl.train(
+        hd_sdata,
+        shapes=["bins_8um", "bins_16um"],
+        epochs=2,
+        steps_per_epoch=3,
+        n_top_genes=4,
+        device="cpu",
+        progress=False,
+    )
+    training = model.config.training
+    assert training["preset"] == "cpu_fine" and model.microns_per_pixel == 1.0 and model.map_detail_um == 1.0
+    assert model.config.pixel_skip == 16 and training["freeze_encoder"]
+    assert [h["train_steps"] for h in model.history] == [3, 3]  # steps per epoch, whatever the section's size
+    loaded = pixnet.models.PixNet.load(model.save(tmp_path / "fine"))
+    assert loaded.config.pixel_skip == 16
+    tile = torch.rand(1, 3, 64, 64)
+    assert torch.equal(loaded.predict_tiles(tile), model.predict_tiles(tile))
+
+
+def test_epoch_order_passes_over_small_sections_and_samples_large_ones():
+    from pixnet.training.loop import TrainingConfig, epoch_order
+
+    rng = np.random.default_rng(0)
+    small = epoch_order(5, TrainingConfig(batch_size=2, steps_per_epoch=6), rng)
+    assert len(small) == 12 and np.bincount(small).min() >= 2 and np.bincount(small).max() <= 3
+    large = epoch_order(100, TrainingConfig(batch_size=2, steps_per_epoch=6), rng)
+    assert len(large) == 12 and len(set(large)) == 12
+    assert sorted(epoch_order(7, TrainingConfig(), rng)) == list(range(7))

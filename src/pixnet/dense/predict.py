@@ -7,6 +7,7 @@ import functools
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -17,7 +18,7 @@ from spatialdata.transformations import Scale, Sequence, get_transformation
 
 from ..constants import Keys
 from ..data.images import MAX_UPSAMPLING, pyramid_levels
-from ..data.inputs import resolve_inputs
+from ..data.inputs import ResolvedInputs, resolve_inputs
 from ..data.spans import inside_fraction, overlaps_box, resolved_spans
 from ..utils.registry import recall
 from ..utils.settings import settings
@@ -25,6 +26,7 @@ from .aggregate import aggregate_spans
 from .elements import add_tables, check_names_free, new_elements, provenance, shape_table
 from .lazy_map import lazy_dense_map
 from .map_cache import MapCache
+from .resolution import check_map_resolves
 from .store import StoreTransaction
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,88 @@ def predict(
 
     """
     progress = settings.progress_for(progress)
+    request = _resolve_request(
+        sdata,
+        shapes,
+        model,
+        image,
+        key_added,
+        halo,
+        dtype,
+        write,
+        copy,
+        overwrite,
+        uncertainty,
+        resolve_kwargs,
+        table_memory_limit,
+    )
+    with StoreTransaction(sdata, request.names, overwrite) if write else contextlib.nullcontext() as transaction:
+        cache = MapCache() if cache is True else cache or None
+        elements, dense, factor = _lazy_maps(sdata, request, tile_size, dtype, cache, transaction)
+        if write:
+            dense = _stage_maps(transaction, elements, dense, uncertainty)
+        tables = {}
+        for name, resolved in request.inputs.shapes.items():
+            params = {"map": request.map_name, "agg": "sum", "tile_size": tile_size, "halo": request.halo}
+            table = _shape_table(
+                sdata, request, resolved, dense, factor, {**params, "dtype": dtype}, transaction, progress
+            )
+            if write:
+                transaction.stage("tables", request.table_names[name], table)
+            else:
+                tables[request.table_names[name]] = table
+            logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
+        if write:
+            transaction.commit()
+            return None
+    if copy:
+        return new_elements(sdata, elements, tables)
+    _drop(sdata, [*request.map_names, *tables])
+    for name, element in elements.items():
+        sdata.images[name] = element
+        logger.info("Added the lazy map %r (%d genes x %d x %d px)", name, *element.shape)
+    add_tables(sdata, tables, copy=False)
+    return None
+
+
+@dataclass
+class _Request:
+    """What one :func:`predict` call reads and writes, resolved and checked before anything is computed."""
+
+    model: object
+    inputs: ResolvedInputs
+    halo: int
+    n_members: int  # ensemble members whose maps are kept apart (uncertainty), else 1
+    map_name: str
+    std_name: str | None
+    table_names: dict[str, str]
+    table_memory_limit: int
+
+    @property
+    def map_names(self) -> list[str]:
+        return [self.map_name] if self.std_name is None else [self.map_name, self.std_name]
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.map_names, *self.table_names.values()]
+
+
+def _resolve_request(
+    sdata,
+    shapes,
+    model,
+    image,
+    key_added,
+    halo,
+    dtype,
+    write,
+    copy,
+    overwrite,
+    uncertainty,
+    resolve_kwargs,
+    table_memory_limit,
+) -> _Request:
+    """Step 1: the model, image and shapes, every check that can fail before a pixel is computed."""
     model = model or recall(sdata)
     if model is None:
         raise ValueError("No model given and none was trained on this object; pass model= (e.g. PixNet.load(path)).")
@@ -158,22 +242,31 @@ def predict(
             f"the model's {model.microns_per_pixel:g} µm/px: it is upsampled, and the model never saw tissue at this "
             "detail in training. Check the image's pixel size (resolve_kwargs={'microns_per_pixel': ...}).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+    check_map_resolves(
+        inputs.shapes, inputs.image.microns_per_pixel, model.microns_per_pixel, model.map_detail_um, stacklevel=4
+    )
     n_models = getattr(model.config, "n_models", 1)
     if uncertainty and n_models < 2:
         raise ValueError(
             "uncertainty=True needs an ensemble: train with n_models=2 or more (the 'cpu' preset's default), "
             f"this model has {n_models}."
         )
-    map_name, std_name = Keys.map(key_added), Keys.std_map(key_added)
-    table_names = {name: Keys.table(key_added, name) for name in inputs.shapes}
     if write and copy:
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
-    map_names = [map_name, std_name] if uncertainty else [map_name]
+    request = _Request(
+        model=model,
+        inputs=inputs,
+        halo=halo,
+        n_members=n_models if uncertainty else 1,
+        map_name=Keys.map(key_added),
+        std_name=Keys.std_map(key_added) if uncertainty else None,
+        table_names={name: Keys.table(key_added, name) for name in inputs.shapes},
+        table_memory_limit=table_memory_limit,
+    )
     if not copy:
-        check_names_free(sdata, [*map_names, *table_names.values()], overwrite)
-
+        check_names_free(sdata, request.names, overwrite)
     height, width = inputs.image.data.shape[1:]
     for name, resolved in inputs.shapes.items():
         if len(resolved) and not overlaps_box(resolved, height, width).any():
@@ -182,91 +275,84 @@ def predict(
                 f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
                 "they belong to this image."
             )
-    names = [*map_names, *table_names.values()]
-    with StoreTransaction(sdata, names, overwrite) if write else contextlib.nullcontext() as transaction:
-        cache = MapCache() if cache is True else cache or None
-        dense, factor = lazy_dense_map(model, inputs.image, tile_size, halo, dtype, cache, members=uncertainty)
-        if write and uncertainty:  # the members' maps once on disk: the mean, the spread and the sums read them
-            dense.to_zarr(f"{transaction.scratch}/members.zarr")
-            dense = da.from_zarr(f"{transaction.scratch}/members.zarr")
-        level0_per_level = _levels_ratio(sdata, inputs.image)
-        transformations = _map_transformations(sdata, inputs.image.name, level0_per_level / factor)
-        maps = {map_name: dense}
-        if uncertainty:
-            stacked = dense.reshape(n_models, len(model.genes), *dense.shape[1:])
-            maps = {map_name: stacked.mean(axis=0).astype(dtype), std_name: stacked.std(axis=0).astype(dtype)}
-        elements = {
-            name: Image2DModel.parse(
-                values, dims=("c", "y", "x"), c_coords=list(model.genes), transformations=transformations
-            )
-            for name, values in maps.items()
+    return request
+
+
+def _lazy_maps(sdata, request: _Request, tile_size: int, dtype: str, cache, transaction):
+    """Step 2: the lazy map elements (the mean map, and the spread over members), the array the read-out sums."""
+    model, image = request.model, request.inputs.image
+    members = request.n_members > 1
+    dense, factor = lazy_dense_map(model, image, tile_size, request.halo, dtype, cache, members=members)
+    if transaction is not None and members:  # the members' maps once on disk: the mean, the spread and sums read them
+        dense.to_zarr(f"{transaction.scratch}/members.zarr")
+        dense = da.from_zarr(f"{transaction.scratch}/members.zarr")
+    transformations = _map_transformations(sdata, image.name, _levels_ratio(sdata, image) / factor)
+    maps = {request.map_name: dense}
+    if members:
+        stacked = dense.reshape(request.n_members, len(model.genes), *dense.shape[1:])
+        maps = {
+            request.map_name: stacked.mean(axis=0).astype(dtype),
+            request.std_name: stacked.std(axis=0).astype(dtype),
         }
-        if write:
-            for name, element in elements.items():
-                staged = transaction.stage("images", name, element).data
-                if not uncertainty:
-                    dense = staged  # aggregation must not run the model again
-        tables = {}
-        for name, resolved in inputs.shapes.items():
-            spans, _, area_px = resolved_spans(resolved, factor)
-            inside = inside_fraction(spans, len(resolved), *dense.shape[1:])
-            if (inside < 1).any():
-                logger.warning(
-                    "%d of %d shapes of %r lie partly or wholly outside the image: their sums and area_um2 count only "
-                    "the part inside (obs['fraction_inside'])",
-                    int((inside < 1).sum()),
-                    len(resolved),
-                    name,
-                )
-            params = {"map": map_name, "agg": "sum", "tile_size": tile_size, "halo": halo, "dtype": dtype}
-            uns = provenance("predict", params, model)
-            if uncertainty:
-                uns[Keys.STD] = "standard deviation over the ensemble's members of each shape's prediction"
-            channels = dense.shape[0]
-            n_bytes = len(resolved) * channels * 8
-            with tempfile.TemporaryDirectory(prefix="sums-", dir=transaction.scratch if write else None) as scratch:
-                out = None
-                if write and n_bytes > table_memory_limit:
-                    rows = max(1, min(len(resolved), 2**20 // max(channels, 1)))
-                    out = zarr.create_array(
-                        f"{scratch}/sums.zarr",
-                        shape=(len(resolved), channels),
-                        chunks=(rows, channels),
-                        dtype="float64",
-                        fill_value=0.0,
-                    )
-                sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
-                del spans
-                read_out = functools.partial(_read_out, model.normalization, n_models if uncertainty else 1)
-                parts = ("mean", "std") if uncertainty else ("mean",)
-                if out is None:
-                    values, *spread = (read_out(sums, part) for part in parts)
-                else:
-                    blocks = da.from_zarr(out)
-                    chunks = (blocks.chunks[0], (len(model.genes),))
-                    values, *spread = (
-                        blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in parts
-                    )
-                area_um2 = area_px * inside * model.microns_per_pixel**2
-                layers = {Keys.STD: spread[0]} if uncertainty else None
-                table = shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
-                if write:
-                    transaction.stage("tables", table_names[name], table)
-                else:
-                    tables[table_names[name]] = table
-            logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
-        if write:
-            transaction.commit()
-    if write:
-        return None
-    if copy:
-        return new_elements(sdata, elements, tables)
-    _drop(sdata, [*map_names, *tables])
+    elements = {
+        name: Image2DModel.parse(
+            values, dims=("c", "y", "x"), c_coords=list(model.genes), transformations=transformations
+        )
+        for name, values in maps.items()
+    }
+    return elements, dense, factor
+
+
+def _stage_maps(transaction, elements: dict, dense, uncertainty: bool):
+    """Step 3 (``write``): the maps written to the store first; the read-out then sums the written map."""
     for name, element in elements.items():
-        sdata.images[name] = element
-        logger.info("Added the lazy map %r (%d genes x %d x %d px)", name, *element.shape)
-    add_tables(sdata, tables, copy=False)
-    return None
+        staged = transaction.stage("images", name, element).data
+        if not uncertainty:
+            dense = staged  # aggregation must not run the model again
+    return dense
+
+
+def _shape_table(sdata, request: _Request, resolved, dense, factor, params, transaction, progress):
+    """Step 4: one shape set's sums of the map, in the model's units, as a table annotating the shapes."""
+    model, write = request.model, transaction is not None
+    spans, _, area_px = resolved_spans(resolved, factor)
+    inside = inside_fraction(spans, len(resolved), *dense.shape[1:])
+    if (inside < 1).any():
+        logger.warning(
+            "%d of %d shapes of %r lie partly or wholly outside the image: their sums and area_um2 count only "
+            "the part inside (obs['fraction_inside'])",
+            int((inside < 1).sum()),
+            len(resolved),
+            resolved.name,
+        )
+    uns = provenance("predict", params, model)
+    if request.std_name is not None:
+        uns[Keys.STD] = "standard deviation over the ensemble's members of each shape's prediction"
+    channels, out = dense.shape[0], None
+    if write and len(resolved) * channels * 8 > request.table_memory_limit:
+        # sums accumulate on disk in the transaction's scratch folder, which lives until the tables are written
+        scratch = tempfile.mkdtemp(prefix="sums-", dir=transaction.scratch)
+        rows = max(1, min(len(resolved), 2**20 // max(channels, 1)))
+        out = zarr.create_array(
+            f"{scratch}/sums.zarr",
+            shape=(len(resolved), channels),
+            chunks=(rows, channels),
+            dtype="float64",
+            fill_value=0.0,
+        )
+    sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
+    del spans
+    read_out = functools.partial(_read_out, model.normalization, request.n_members)
+    parts = ("mean", "std") if request.std_name is not None else ("mean",)
+    if out is None:
+        values, *spread = (read_out(sums, part) for part in parts)
+    else:
+        blocks = da.from_zarr(out)
+        chunks = (blocks.chunks[0], (len(model.genes),))
+        values, *spread = (blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in parts)
+    area_um2 = area_px * inside * model.microns_per_pixel**2
+    layers = {Keys.STD: spread[0]} if spread else None
+    return shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
 
 
 def _read_out(normalization, n_models: int, sums: np.ndarray, part: str) -> np.ndarray:

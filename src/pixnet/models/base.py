@@ -13,13 +13,14 @@ import torch
 from spatialdata import SpatialData
 
 from ..data.images import MAX_UPSAMPLING
+from ..data.shape_size import finest_shapes_um
 from ..data.training_sections import name_sections, resolve_sections, training_sections
 from ..dense.predict import predict
 from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization, select_genes
 from ..training.loop import TrainingConfig
 from ..training.plan import TrainingPlan
-from ..training.presets import TrainingPreset, resolve_preset
+from ..training.presets import PRESETS, TrainingPreset, resolve_preset
 from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
 from ..utils.registry import remember
 from ..utils.settings import settings
@@ -88,12 +89,19 @@ class TrainedModel:
         """
         progress, device = settings.progress_for(progress), settings.device_for(device)
         normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
-        recipe = resolve_preset(preset, device)
+        given = params or cls.params_class()
+        resolved = None
+        if preset == "auto":  # the recipe follows the training shapes: bins of a few µm need a fine map
+            provisional = given.microns_per_pixel or PRESETS["cpu"].microns_per_pixel
+            objects, resolved = resolve_sections(sdata, image, shapes, table, provisional, resolve_kwargs)
+            recipe = resolve_preset(preset, device, finest_shape_um=finest_shapes_um(resolved))
+        else:
+            recipe = resolve_preset(preset, device)
         plan = (plan or TrainingPlan()).resolved(cls.plan_defaults, recipe)
         plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
-        given = params or cls.params_class()
         params = cls._resolve_params(given, recipe, plan)
-        objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        if resolved is None or params.microns_per_pixel != provisional:
+            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
         image_mpp = max(r.image.microns_per_pixel for r in resolved)  # the coarsest of the sections' finest levels
         if params.microns_per_pixel * MAX_UPSAMPLING < image_mpp:
             params = cls._at_image_resolution(given, params, image_mpp, recipe, plan)
@@ -198,6 +206,11 @@ class TrainedModel:
     def microns_per_pixel(self) -> float:
         """Working resolution of the model."""
         return float(self.config.microns_per_pixel)
+
+    @property
+    def map_detail_um(self) -> float:
+        """Side, in µm, of the finest independent cell of the model's map (its pixel, unless it interpolates)."""
+        return self.microns_per_pixel
 
     @property
     def device(self) -> torch.device:

@@ -148,6 +148,11 @@ class Image2Gene(TrainedModel):
             f"spots, {self.epochs_trained} epochs trained)"
         )
 
+    @property
+    def map_detail_um(self) -> float:
+        """The map interpolates embeddings of a grid of patches every ``map_stride`` pixels."""
+        return self.microns_per_pixel * self.config.map_stride
+
     # ------------------------------------------------------------------------------------------ inference
     def set_bank(self, embeddings: torch.Tensor, density: torch.Tensor, reference_area_px: float | None = None):
         """Set the training spots the kNN inference draws on.

@@ -70,6 +70,9 @@ class PixNetParams(MethodParams):
         and augmentation); the map is the mean of theirs, a deep ensemble.
     dihedral_average
         Predict each tile in its eight rotations and flips and average the maps.
+    pixel_skip
+        With ``output_stride`` 1, channels of a skip feature computed from the input pixels for the
+        full-resolution decoder stage (0: none, the paper); the encoder's finest level has stride 2.
     loss
         The fit term: ``"mse"`` on log targets (the paper's) or ``"poisson"`` deviance of the counts.
     pcc_weight
@@ -93,6 +96,7 @@ class PixNetParams(MethodParams):
     output_stride: Literal[1, 2, 4] | None = None
     n_models: int | None = None
     dihedral_average: bool | None = None
+    pixel_skip: int | None = None
     loss: Literal["mse", "poisson"] | None = None
     pcc_weight: float | None = None
     image2gene_weight: float = 0.0
@@ -101,7 +105,7 @@ class PixNetParams(MethodParams):
     def _check(self) -> None:
         super()._check()
         check_positive(self, "decoder_width", "n_models", "embedding_dim")
-        check_positive(self, "pcc_weight", "image2gene_weight", allow_zero=True)
+        check_positive(self, "pcc_weight", "image2gene_weight", "pixel_skip", allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ class PixNetConfig:
     n_models
         Decoders trained one after another (different initialisation, patch order and augmentation) on one
         frozen encoder; the map is the mean of their maps (a deep ensemble). 1: a single model.
+    pixel_skip
+        Channels of the full-resolution decoder stage's skip feature computed from the input pixels (with
+        ``output_stride`` 1); 0: none (the paper, and models saved before this option).
 
     Examples
     --------
@@ -87,6 +90,7 @@ class PixNetConfig:
     output_stride: int = 1
     dihedral_average: bool = False
     n_models: int = 1
+    pixel_skip: int = 0
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -140,6 +144,7 @@ class PixNet(TrainedModel):
             config.embedding_dim,
             config.output_stride,
             config.n_models,
+            config.pixel_skip,
         )
         return cls(network, config)
 
@@ -169,6 +174,7 @@ class PixNet(TrainedModel):
             output_stride=int(params.output_stride),
             dihedral_average=params.dihedral_average,
             n_models=int(params.n_models),
+            pixel_skip=int(params.pixel_skip) if params.output_stride == 1 else 0,
         )
 
     # ------------------------------------------------------------------------------------------ description
@@ -180,6 +186,11 @@ class PixNet(TrainedModel):
             + (f" x {self.config.n_models} models" if self.config.n_models > 1 else "")
             + f", {self.epochs_trained} epochs trained)"
         )
+
+    @property
+    def map_detail_um(self) -> float:
+        """The decoder stops at ``output_stride``: one independent value every ``output_stride`` pixels."""
+        return self.microns_per_pixel * self.config.output_stride
 
     # ------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

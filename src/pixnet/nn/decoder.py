@@ -111,6 +111,22 @@ class BilinearUp(nn.Module):
         return self.after(x)
 
 
+class PixelStem(nn.Sequential):
+    """The input's own pixels as the skip feature of the full-resolution stage: (Conv3x3 -> ReLU) twice.
+
+    The encoder's finest level has stride 2, so without it the last stage only upsamples features of 2 x 2
+    pixels; a shape of a few pixels (a 2 µm bin at 1 µm/px) then gets a value blended from its neighbours'.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+
 class SkipRefine(nn.Module):
     """Eq. 5: Norm(LeakyReLU(F + Conv1x1(DWConv3x3(F))))."""
 
@@ -191,7 +207,9 @@ class PixNetDecoder(nn.Module):
 
     With 1, L - 1 = 4 stages to stride 2, then one bilinear stage to the input resolution (the paper); with 4,
     the three stages to stride 4. Widths halve from ``width`` at stride 16 (deep stages at strides 16 and 8 use
-    depth-to-space). ``norm`` is the normalisation layer (see :func:`make_norm`).
+    depth-to-space). ``norm`` is the normalisation layer (see :func:`make_norm`). ``pixel_skip`` > 0 (with
+    ``output_stride`` 1) gives the full-resolution stage a skip feature of that many channels computed from the
+    input image itself (:class:`PixelStem`); 0: no skip there (the paper).
     """
 
     def __init__(
@@ -201,29 +219,45 @@ class PixNetDecoder(nn.Module):
         n_deep: int = 2,
         norm: str = "channel",
         output_stride: int = 1,
+        pixel_skip: int = 0,
     ) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}.")
+        if pixel_skip and output_stride != 1:
+            raise ValueError(
+                f"pixel_skip feeds the full-resolution stage; it needs output_stride=1, got {output_stride}."
+            )
         n_stages = len(encoder_channels) - OUTPUT_STRIDES.index(output_stride)
         widths = [max(width // 2**i, 16) for i in range(n_stages)]
         stages = []
         in_channels = encoder_channels[-1]
-        skips = [*encoder_channels[-2::-1], 0][:n_stages]  # stride 16, 8, 4, 2, then the input (no skip)
+        skips = [*encoder_channels[-2::-1], pixel_skip][:n_stages]  # stride 16, 8, 4, 2, then the input
         for i, (skip, channels) in enumerate(zip(skips, widths, strict=True)):
             stages.append(DecoderStage(in_channels, skip, channels, deep=i < n_deep, norm=norm))
             in_channels = channels
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths[-1]
         self.output_stride = output_stride
+        self.stem = PixelStem(pixel_skip) if pixel_skip else None
 
-    def forward(self, features: list[torch.Tensor], size: tuple[int, int], window: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        size: tuple[int, int],
+        window: int | None = None,
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Decode the pyramid of an input of ``size`` to ``size / output_stride``.
 
-        ``window`` is the attention window in input pixels (see :class:`LinearAttention`).
+        ``window`` is the attention window in input pixels (see :class:`LinearAttention`); ``image`` the
+        normalised input of ``size`` (needed with ``pixel_skip``).
         """
         x = features[-1]
-        skips = [*features[-2::-1], None][: len(self.stages)]
+        if self.stem is not None and image is None:
+            raise ValueError("This decoder takes the input image as a skip feature (pixel_skip); pass image=.")
+        pixels = self.stem(image) if self.stem is not None else None
+        skips = [*features[-2::-1], pixels][: len(self.stages)]
         for stage, skip in zip(self.stages, skips, strict=True):
             target = tuple(skip.shape[-2:] if skip is not None else size)
             stride = size[0] // target[0]

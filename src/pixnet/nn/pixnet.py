@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,9 @@ class PixNetNetwork(nn.Module):
     output_stride
         1 (the paper): the decoder runs to the input resolution. 2 or 4: it stops at that stride and the
         density is upsampled bilinearly to the input pixels (much cheaper; a spot still sums its own pixels).
+    pixel_skip
+        With ``output_stride`` 1: channels of the full-resolution skip feature computed from the input pixels
+        (see :class:`~pixnet.nn.decoder.PixelStem`); 0: none (the paper).
     n_members
         Decoders (each with its head) sharing the encoder: a deep ensemble whose maps are averaged. Member 0 is
         ``decoder`` / ``head`` (the layout of single models); the others are in ``ensemble``.
@@ -65,21 +70,22 @@ class PixNetNetwork(nn.Module):
         embedding_dim: int = 0,
         output_stride: int = 1,
         n_members: int = 1,
+        pixel_skip: int = 0,
     ):
         super().__init__()
         self.attention_window = -(-attention_window // self.stride) * self.stride if attention_window else None
         self.encoder = encoder
-        self.decoder = PixNetDecoder(
-            tuple(encoder.channels), decoder_width, norm=decoder_norm, output_stride=output_stride
+        decoder = functools.partial(
+            PixNetDecoder,
+            tuple(encoder.channels),
+            decoder_width,
+            norm=decoder_norm,
+            output_stride=output_stride,
+            pixel_skip=pixel_skip,
         )
+        self.decoder = decoder()
         self.head = nn.Conv2d(self.decoder.out_channels, n_genes, 1)
-        self.ensemble = nn.ModuleList(
-            EnsembleMember(
-                PixNetDecoder(tuple(encoder.channels), decoder_width, norm=decoder_norm, output_stride=output_stride),
-                n_genes,
-            )
-            for _ in range(n_members - 1)
-        )
+        self.ensemble = nn.ModuleList(EnsembleMember(decoder(), n_genes) for _ in range(n_members - 1))
         self.embedding = nn.Linear(self.decoder.out_channels, embedding_dim) if embedding_dim else None
         self.register_buffer("mean", torch.tensor(encoder_config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder_config.std).view(1, 3, 1, 1), persistent=False)
@@ -130,12 +136,21 @@ class PixNetNetwork(nn.Module):
         """
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % self.stride, -width % self.stride
-        x = (images - self.mean) / self.std
+        x = self.normalise(images)
         if pad_h or pad_w:
             x = F.pad(
                 x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             )
-        return self.decode(self.encoder(x), (height, width), at, with_embedding, sum_by, member)
+        return self.decode(self.encoder(x), (height, width), at, with_embedding, sum_by, member, x)
+
+    @property
+    def uses_pixels(self) -> bool:
+        """Whether decoding needs the input image beside its encoder pyramid (``pixel_skip``)."""
+        return self.decoder.stem is not None
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] -> the encoder's input (its mean and std)."""
+        return (images - self.mean) / self.std
 
     def decode(
         self,
@@ -145,26 +160,28 @@ class PixNetNetwork(nn.Module):
         with_embedding: bool = False,
         sum_by: tuple[torch.Tensor, int] | None = None,
         member: int | None = None,
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The density from the encoder pyramid of an input of ``size`` (before its padding); see :meth:`forward`.
 
-        Separate from the encoder so that training with a frozen encoder can reuse cached pyramids.
+        Separate from the encoder so that training with a frozen encoder can reuse cached pyramids. ``image``:
+        the normalised, padded input (:meth:`normalise`), which a decoder with ``pixel_skip`` needs.
         """
         if with_embedding and (member or self.n_members > 1):
             raise ValueError("The auxiliary embedding belongs to single models (n_members=1).")
         if member is not None or self.n_members == 1:
-            return self._decode_member(member or 0, features, size, at, with_embedding, sum_by)
+            return self._decode_member(member or 0, features, size, at, with_embedding, sum_by, image)
         total = None
         for m in range(self.n_members):  # densities and their sums are linear in the members' maps
-            density = self._decode_member(m, features, size, at, False, sum_by)
+            density = self._decode_member(m, features, size, at, False, sum_by, image)
             total = density if total is None else total + density
         return total / self.n_members
 
-    def _decode_member(self, member, features, size, at, with_embedding, sum_by):
+    def _decode_member(self, member, features, size, at, with_embedding, sum_by, image=None):
         decoder, head = self.member_modules(member)
         stride = decoder.output_stride
         padded = tuple(level * 32 for level in features[-1].shape[-2:])
-        decoded = decoder(features, padded, self.attention_window)
+        decoded = decoder(features, padded, self.attention_window, image)
         if with_embedding and (stride != 1 or sum_by is not None):
             raise ValueError("The auxiliary embedding needs output_stride=1 and per-pixel output.")
         if stride == 1:
@@ -206,13 +223,22 @@ class MemberNetwork(nn.Module):
         """The shared encoder."""
         return self.network.encoder
 
+    @property
+    def uses_pixels(self) -> bool:
+        """See :attr:`PixNetNetwork.uses_pixels`."""
+        return self.network.uses_pixels
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """See :meth:`PixNetNetwork.normalise`."""
+        return self.network.normalise(images)
+
     def forward(self, images, at=None, with_embedding=False, sum_by=None):
         """:meth:`PixNetNetwork.forward` of this member."""
         return self.network(images, at, with_embedding, sum_by, member=self.index)
 
-    def decode(self, features, size, at=None, with_embedding=False, sum_by=None):
+    def decode(self, features, size, at=None, with_embedding=False, sum_by=None, image=None):
         """:meth:`PixNetNetwork.decode` of this member."""
-        return self.network.decode(features, size, at, with_embedding, sum_by, member=self.index)
+        return self.network.decode(features, size, at, with_embedding, sum_by, member=self.index, image=image)
 
     def train_only_this(self) -> list[nn.Parameter]:
         """Stop the other members' gradients; the parameters that train with this member (a frozen encoder's not)."""

@@ -118,10 +118,12 @@ def train(
         then log: ``"total_log"``).
     preset
         The recipe every option of ``method_params`` and ``plan`` that is left at ``None`` comes from (see
-        :data:`pixnet.training.presets.PRESETS`): ``"cpu"`` (frozen ImageNet EfficientNet-Lite0 at 4 µm/px with
-        cached encoder pyramids, decoder to stride 4: minutes on a laptop), ``"paper"`` (the histology ResNet18
-        fine-tuned at 1 µm/px, full-resolution decoder: for a GPU) or ``"auto"`` (``"paper"`` when ``device``
-        is or finds a GPU, else ``"cpu"``), or a :class:`~pixnet.training.presets.TrainingPreset`.
+        :data:`pixnet.training.presets.PRESETS`): ``"cpu"`` (spots: frozen ImageNet EfficientNet-Lite0 at 4 µm/px
+        with cached encoder pyramids, decoder to stride 4: minutes on a laptop), ``"cpu_fine"`` (Visium HD bins
+        and cells: the same encoder, a full-resolution map at 1 µm/px that resolves 2 µm bins), ``"paper"`` (the
+        histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder: for a GPU) or ``"auto"`` (``"paper"``
+        when ``device`` is or finds a GPU; else ``"cpu_fine"`` when the finest training shapes are 20 µm or
+        smaller, ``"cpu"`` otherwise), or a :class:`~pixnet.training.presets.TrainingPreset`.
     epochs
         Training epochs (a field of the plan, given here because it is the one most often changed).
     method_params

@@ -48,6 +48,7 @@ class TrainingConfig:
 
     epochs: int = 20
     batch_size: int = 8
+    steps_per_epoch: int | None = None
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
@@ -149,9 +150,13 @@ def predict_batch(
 
 
 def _decode_cached(network, features, size, images, at=None, with_embedding=False, sum_by=None):
-    """``network(images, ...)`` for images whose encoder pyramids are already ``features``."""
-    del images
-    return network.decode(features, tuple(size), at, with_embedding, sum_by)
+    """``network(images, ...)`` for images whose encoder pyramids are already ``features``.
+
+    A decoder that takes the pixels themselves (``pixel_skip``) gets ``images``, which the caller augmented as
+    the cached pyramids were.
+    """
+    pixels = network.normalise(images) if getattr(network, "uses_pixels", False) else None
+    return network.decode(features, tuple(size), at, with_embedding, sum_by, image=pixels)
 
 
 def initial_density(model: Trainable, sections: list[Section]) -> torch.Tensor:
@@ -392,6 +397,15 @@ class _Run:
     progress: bool
 
 
+def epoch_order(n_patches: int, config: TrainingConfig, rng: np.random.Generator) -> np.ndarray:
+    """The patches of one epoch, in order: a permutation, or ``steps_per_epoch`` batches of shuffled passes."""
+    if not config.steps_per_epoch or n_patches == 0:
+        return rng.permutation(n_patches)
+    wanted = config.steps_per_epoch * config.batch_size
+    passes = [rng.permutation(n_patches) for _ in range(-(-wanted // n_patches))]
+    return np.concatenate(passes)[:wanted]
+
+
 def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     """One epoch of one member; the epoch's record."""
     model, sections, config, rng = run.model, run.sections, run.config, run.rng
@@ -401,7 +415,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     patch_size, amp, auxiliary = model.config.patch_size, device.type == "cuda", moments is not None
     training_mode(alone, config)
     patches = sample_patches(sections, patch_size, validation=False, rng=rng, align=align)
-    order = rng.permutation(len(patches))
+    order = epoch_order(len(patches), config, rng)
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
     totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
@@ -417,6 +431,8 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
             ops = [cache.variants[v] for v in variant] if config.augment else None
             batch = make_batch(sections, [patches[i] for i in chosen], patch_size, groups).to(device)
             features = cache.batch([patches[i] for i in chosen], variant, patch_size, device)
+            if ops is not None and getattr(alone, "uses_pixels", False):
+                batch.images = augment_images(batch.images, ops)  # as the cached pyramids were
         else:
             ops = draw_augmentations(len(chosen), rng) if config.augment else None  # drawn for the global batch
             mine = group.share(list(range(len(chosen))))
@@ -453,6 +469,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
         "epoch": epoch + 1,
         **{f"train_{k}": v for k, v in totals.items()},
         "train_patches": len(patches),
+        "train_steps": len(batches),
         "train_shapes": sum(m.size for p in patches for _, m in p.shapes),
         "train_seconds": round(time.perf_counter() - started, 2),
     }
@@ -523,6 +540,7 @@ _RESUME_FIXED = (
     "decoder_norm",
     "embedding_dim",
     "output_stride",
+    "pixel_skip",
     "coordinates",
     "k",
     "weighting",

@@ -20,6 +20,11 @@ class TrainingPlan(Options):
         Passes over the training patches (PixNet) or spots (Image2Gene).
     batch_size
         Patches per step (PixNet) or spots per step (Image2Gene, default 64: its loss compares every pair).
+    steps_per_epoch
+        PixNet: optimiser steps per epoch, drawing ``steps_per_epoch * batch_size`` of the epoch's patches (every
+        patch as often as the others: a small section is passed over several times, a large one sampled), so
+        that the number of steps, which decides how far the map learns, does not depend on the tissue's area.
+        ``None``: one pass over the patches.
     learning_rate, weight_decay
         Adam (the paper: 5e-4 and 1e-4).
     lr_schedule
@@ -56,6 +61,7 @@ class TrainingPlan(Options):
 
     epochs: int | None = None
     batch_size: int | None = None
+    steps_per_epoch: int | None = None
     learning_rate: float | None = None
     weight_decay: float | None = None
     lr_schedule: Literal["constant", "cosine"] | None = None
@@ -68,7 +74,7 @@ class TrainingPlan(Options):
     patience: int = 5
 
     def _check(self) -> None:
-        check_positive(self, "batch_size", "learning_rate", "patience")
+        check_positive(self, "batch_size", "steps_per_epoch", "learning_rate", "patience")
         check_positive(self, "epochs", "weight_decay", "average_epochs", allow_zero=True)  # 0 epochs: untrained
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}.")

@@ -8,7 +8,10 @@ import torch
 
 from ..utils.device import resolve_device
 
-__all__ = ["PRESETS", "TrainingPreset", "resolve_preset"]
+__all__ = ["FINE_SHAPES_UM", "PRESETS", "TrainingPreset", "resolve_preset"]
+
+FINE_SHAPES_UM = 20.0
+"""Training shapes this small or smaller (Visium HD bins of 2-16 µm, cells) get a map at 1 µm/px from ``"auto"``."""
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class TrainingPreset:
     Attributes
     ----------
     name
-        ``"cpu"`` or ``"paper"`` (see :data:`PRESETS`).
+        ``"cpu"``, ``"cpu_fine"`` or ``"paper"`` (see :data:`PRESETS`).
     microns_per_pixel, patch_size
         Working resolution and training patch side (pixels).
     encoder, encoder_weights, freeze_encoder
@@ -28,6 +31,8 @@ class TrainingPreset:
         bilinearly from there).
     epochs, batch_size, learning_rate, weight_decay
         Adam optimisation; ``batch_size`` counts patches.
+    steps_per_epoch
+        Optimiser steps per epoch, whatever the tissue's area (``None``: one pass over the patches).
     pcc_weight
         Lambda in fit term + lambda * (1 - PCC).
     loss
@@ -44,6 +49,8 @@ class TrainingPreset:
     dihedral_average
         The trained model predicts each tile in its eight rotations and flips and averages the maps (see
         :class:`~pixnet.models.PixNetConfig`).
+    pixel_skip
+        Channels of the full-resolution decoder stage's skip feature from the input pixels (0: none).
 
     Examples
     --------
@@ -71,6 +78,8 @@ class TrainingPreset:
     average_epochs: int = 0
     n_models: int = 1
     dihedral_average: bool = False
+    pixel_skip: int = 0
+    steps_per_epoch: int | None = None
 
     def to_dict(self) -> dict:
         """The settings as a dict."""
@@ -100,6 +109,26 @@ PRESETS = {
         pcc_weight=1.0,
         n_models=2,
     ),
+    # Visium HD bins and cells (benchmarks/visium_hd_recipe.py; docs/training.md): the map must resolve 2 µm, so
+    # 1 µm/px to full resolution, with the pixels themselves as the last stage's skip feature (the encoder's
+    # finest level has stride 2). Small patches make many cheap optimiser steps: the steps, not the pixels seen,
+    # decide whether the 2 µm predictions get their spread.
+    "cpu_fine": TrainingPreset(
+        name="cpu_fine",
+        microns_per_pixel=1.0,
+        patch_size=64,
+        encoder="efficientnet_lite0",
+        encoder_weights="imagenet",
+        freeze_encoder=True,
+        decoder_width=64,
+        output_stride=1,
+        pixel_skip=16,
+        epochs=8,
+        batch_size=1,
+        learning_rate=4e-3,
+        lr_schedule="cosine",
+        pcc_weight=1.0,
+    ),
     # Zhang, Yang & Pan: the histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder of width 512,
     # Adam lr 5e-4 / weight decay 1e-4. Hours per section on a CPU; meant for a GPU.
     "paper": TrainingPreset(
@@ -116,19 +145,24 @@ PRESETS = {
         learning_rate=5e-4,
     ),
 }
-"""The recipes by name: ``"cpu"`` (the default without a GPU) and ``"paper"`` (the default with one)."""
+"""The recipes by name: ``"cpu"`` (spots, without a GPU), ``"cpu_fine"`` (Visium HD bins and cells, without a GPU)
+and ``"paper"`` (with a GPU)."""
 
 
-def resolve_preset(preset: str | TrainingPreset, device: str | torch.device = "auto") -> TrainingPreset:
+def resolve_preset(
+    preset: str | TrainingPreset, device: str | torch.device = "auto", finest_shape_um: float | None = None
+) -> TrainingPreset:
     """The preset named ``preset`` (a :class:`TrainingPreset` is returned as it is).
 
-    ``"auto"`` is ``"paper"`` when ``device`` is (or, for ``"auto"``, finds) a GPU, else ``"cpu"``.
+    ``"auto"`` is ``"paper"`` when ``device`` is (or, for ``"auto"``, finds) a GPU; without one, ``"cpu_fine"``
+    when the finest training shapes (``finest_shape_um``, their median side or diameter) are at most
+    :data:`FINE_SHAPES_UM`, else ``"cpu"``.
 
     Examples
     --------
     >>> from pixnet.training.presets import resolve_preset
-    >>> resolve_preset("auto", device="cpu").name
-    'cpu'
+    >>> resolve_preset("auto", device="cpu").name, resolve_preset("auto", device="cpu", finest_shape_um=8).name
+    ('cpu', 'cpu_fine')
     >>> resolve_preset("cpu").updated(epochs=5).epochs
     5
 
@@ -136,7 +170,10 @@ def resolve_preset(preset: str | TrainingPreset, device: str | torch.device = "a
     if isinstance(preset, TrainingPreset):
         return preset
     if preset == "auto":
-        return PRESETS["paper" if resolve_device(device).type in ("cuda", "mps") else "cpu"]
+        if resolve_device(device).type in ("cuda", "mps"):
+            return PRESETS["paper"]
+        fine = finest_shape_um is not None and finest_shape_um <= FINE_SHAPES_UM
+        return PRESETS["cpu_fine" if fine else "cpu"]
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose 'auto' or one of {sorted(PRESETS)}.")
     return PRESETS[preset]

@@ -21,9 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 import pixnet
 from pixnet.constants import Keys
@@ -41,27 +39,6 @@ def sample(folder: Path, size_um: float, seed: int):
         return pixnet.io.read(folder)
 
 
-def measured_table(sdata, shapes: str):
-    name = find_shapes(sdata, shapes)
-    return next(t for t in sdata.tables.values() if t.uns.get("spatialdata_attrs", {}).get("region") == name)
-
-
-def parent_baseline(sdata, predicted, normalization):
-    """Each 2 µm bin's prediction: its 8 µm parent's measured counts / 16, in the model's units."""
-    bins2, bins8 = measured_table(sdata, "bins_2um"), measured_table(sdata, "bins_8um")
-    parent = {(r, c): i for i, (r, c) in enumerate(zip(bins8.obs.array_row, bins8.obs.array_col, strict=True))}
-    rows = bins2.obs_names.get_indexer(predicted.obs_names)
-    row, col = bins2.obs.array_row.iloc[rows], bins2.obs.array_col.iloc[rows]
-    index = np.array([parent[(r // 4, c // 4)] for r, c in zip(row, col, strict=True)])
-    counts = bins8.X.toarray() if sp.issparse(bins8.X) else np.asarray(bins8.X)
-    counts = counts[index] / 16.0
-    genes = bins8.var_names.get_indexer(predicted.var_names)
-    values = normalization.values(counts[:, genes], counts.sum(axis=1), 4.0)
-    baseline = predicted.copy()
-    baseline.X = normalization.transform(values).astype(np.float32)
-    return baseline
-
-
 def run(folder: Path, size_um: float, sample_seed: int, seed: int, options: dict) -> dict:
     sdata = sample(folder, size_um, sample_seed)
     started = time.perf_counter()
@@ -73,8 +50,8 @@ def run(folder: Path, size_um: float, sample_seed: int, seed: int, options: dict
     predicted = Keys.table(Keys.PREFIX, shapes)
     truth = pixnet.datasets.synthetic_truth(folder, sdata, shapes)
     ours = pixnet.tl.evaluate(sdata, predicted, truth, key_added=None).iloc[-1]
-    sdata.tables["parent_8um"] = parent_baseline(sdata, sdata.tables[predicted], model.normalization)
-    parent = pixnet.tl.evaluate(sdata, "parent_8um", truth, key_added=None).iloc[-1]
+    pixnet.tl.parent_baseline(sdata, READ_OUT, "bins_8um", model)
+    parent = pixnet.tl.evaluate(sdata, Keys.table("parent", shapes), truth, key_added=None).iloc[-1]
     area_mm2 = (size_um / 1000) ** 2
     return {
         "pcc_m": ours.pcc_m,

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--size-um", type=_positive_float, default=320.0, help="side of the capture area in µm (default: 320)"
     )
-    demo.add_argument("--epochs", type=_positive_int, default=16, help="training epochs (default: %(default)s)")
+    demo.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
 

@@ -28,6 +28,7 @@ from .lazy_map import lazy_dense_map
 from .map_cache import MapCache
 from .resolution import check_map_resolves
 from .store import StoreTransaction
+from .threads import releases_threads
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def _map_transformations(sdata: SpatialData, image_name: str, level0_px_per_map_
     return {cs: Sequence([scale, t]) for cs, t in get_transformation(sdata.images[image_name], get_all=True).items()}
 
 
+@releases_threads
 def predict(
     sdata: SpatialData,
     shapes: str | list[str] | None = None,
@@ -381,6 +383,7 @@ def _levels_ratio(sdata: SpatialData, image) -> float:
     return levels[0].sizes["x"] / levels[image.level].sizes["x"]
 
 
+@releases_threads
 def aggregate(
     sdata: SpatialData,
     image: str,

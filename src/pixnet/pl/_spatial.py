@@ -23,6 +23,7 @@ from ..data.images import pyramid_levels
 from ..data.inputs import ResolvedShapes, resolve_inputs
 from ..data.pairing import paired_values
 from ..data.tables import table_regions
+from ..dense.threads import releases_threads
 from ..metrics import gene_metrics
 from ._utils import colorbar, finish
 
@@ -321,6 +322,7 @@ def map_window(
     return MapWindow(genes, values, extent, region, background, background_extent)
 
 
+@releases_threads
 def _map_values(sdata, genes, map_name: str, image: str | None, region: Box | None, max_size: int):
     """The genes' values over ``region`` (default: the whole map), at most ``max_size`` px a side.
 

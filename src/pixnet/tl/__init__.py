@@ -5,6 +5,7 @@ from ..dense.predict import aggregate, predict
 from ..training.presets import PRESETS, TrainingPreset
 from ._baseline import predict_baseline, train_baseline
 from ._evaluate import evaluate
+from ._parent_baseline import parent_baseline
 from ._train import train
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "TrainingPreset",
     "aggregate",
     "evaluate",
+    "parent_baseline",
     "predict",
     "predict_baseline",
     "train",

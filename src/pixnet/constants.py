@@ -28,6 +28,8 @@ class Keys:
     """``obs`` column, only where some shapes are cut by the image's edge: the part of each inside the image."""
     STD = "std"
     """Layer (and ``uns`` note) of the ensemble's per-shape standard deviation."""
+    OTHER_COUNTS = "other_genes"
+    """Channel of a counts map (``map_units="counts"``): the expected counts of the genes the model leaves out."""
 
     @staticmethod
     def map(prefix: str) -> str:

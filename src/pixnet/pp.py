@@ -117,13 +117,28 @@ class Normalization:
         return self.method in ("total_log", "log1p")
 
     def values(self, counts: np.ndarray, totals: np.ndarray, area_um2: np.ndarray | float | None = None) -> np.ndarray:
-        """Extensive values before the log (what the dense map sums to)."""
+        """Extensive values before the log (what the dense map sums to); numpy arrays or torch tensors."""
         if not self.per_spot_total:
             return counts
-        scale = self.params.get("target_sum", 1e4) / np.maximum(totals, 1e-12)
+        if hasattr(totals, "clamp_min"):  # torch: keeps the graph of predicted totals
+            scale = self.params.get("target_sum", 1e4) / totals.clamp_min(1e-12)
+        else:
+            scale = self.params.get("target_sum", 1e4) / np.maximum(totals, 1e-12)
         if area_um2 is not None:
-            scale = scale * np.asarray(area_um2, dtype=np.float64) / self.params.get("reference_area_um2", 100.0)
-        return counts * np.reshape(scale, (-1, 1))
+            area = area_um2 if hasattr(area_um2, "clamp_min") else np.asarray(area_um2, dtype=np.float64)
+            scale = scale * area / self.params.get("reference_area_um2", 100.0)
+        return counts * scale.reshape(-1, 1) if hasattr(scale, "reshape") else counts * scale
+
+    def from_count_sums(self, sums, area_um2):
+        """Targets of shapes from their sums of a counts map: ``(n, n_genes + 1)``, the last column other genes'.
+
+        A shape's expected counts of each gene are sums over its pixels, and its total is theirs plus the other
+        genes' (the last column); dividing them gives its composition, as measured counts are divided by their
+        own total. A map of the normalised values themselves cannot do this: a bin's composition is not the sum
+        of its parts', so a bin mixing background and nuclei is wrong in every unit but counts. The modelled
+        genes are in their own total, so an error of the map's overall scale cancels.
+        """
+        return self.transform(self.values(sums[:, :-1], count_totals(sums), area_um2))
 
     def exposure(self, totals: np.ndarray, area_um2: np.ndarray | float | None = None) -> np.ndarray:
         """Counts per unit of value of each spot: ``counts = values * exposure`` (the Poisson likelihood's offset)."""
@@ -233,6 +248,11 @@ def normalize(
     counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
     values = normalization.values(counts.astype(np.float64), totals, area_um2)
     return np.asarray(normalization.transform(values), dtype=np.float32)
+
+
+def count_totals(sums):
+    """Each row's total of a counts map's sums: its genes' and the other genes' (last column); numpy or torch."""
+    return sums.sum(axis=1) if sums.shape[1] == 1 else sums[:, :-1].sum(axis=1) + sums[:, -1]
 
 
 def spot_totals(table: ad.AnnData) -> np.ndarray:

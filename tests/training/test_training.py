@@ -39,6 +39,8 @@ def test_head_at_the_spots_pixels_gives_the_sums_of_the_whole_map(augmented):
         shape=torch.from_numpy(spans.shape).long(),
         targets=torch.zeros(3, 4),
         exposure=torch.ones(3),
+        totals=torch.ones(3),
+        area_um2=torch.ones(3),
         group=torch.zeros(3, dtype=torch.long),
     )
     ops = draw_augmentations(3, np.random.default_rng(1)) if augmented else None

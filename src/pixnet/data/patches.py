@@ -29,6 +29,8 @@ class ShapeSet:
     area_px: np.ndarray
     targets: np.ndarray  # (n, n_genes) in target units
     exposure: np.ndarray  # (n,) counts per unit of value (see Normalization.exposure)
+    totals: np.ndarray  # (n,) measured counts over all genes
+    area_um2: np.ndarray  # (n,)
     validation: np.ndarray = field(default=None)  # (n,) bool
 
     def __len__(self) -> int:
@@ -121,10 +123,24 @@ def build_section(
         spans, centres, area_px = resolved_spans(s, factor, origin, rows=s.shape_positions)
         area_um2 = area_px * microns_per_pixel**2
         targets = normalize(s.table, genes, normalization, area_um2=area_um2)
-        exposure = normalization.exposure(spot_totals(s.table), area_um2).astype(np.float32)
+        totals = spot_totals(s.table)
+        exposure = normalization.exposure(totals, area_um2).astype(np.float32)
         n = len(centres)
         bbox = _span_bbox(spans, n)
-        shape_sets.append(ShapeSet(s.name, spans, spans.offsets(n), bbox, centres, area_px, targets, exposure))
+        shape_sets.append(
+            ShapeSet(
+                s.name,
+                spans,
+                spans.offsets(n),
+                bbox,
+                centres,
+                area_px,
+                targets,
+                exposure,
+                totals.astype(np.float32),
+                area_um2.astype(np.float32),
+            )
+        )
         logger.info("Section %s: %d measured shapes of %r", name, n, s.name)
     extent = (inputs.image.shape[0] * factor, inputs.image.shape[1] * factor)
     return Section(name, crop, shape_sets, microns_per_pixel, origin, extent)
@@ -262,6 +278,8 @@ class Batch:
     shape: torch.Tensor  # per span: index into targets
     targets: torch.Tensor  # (S, n_genes)
     exposure: torch.Tensor  # (S,) counts per unit of value
+    totals: torch.Tensor  # (S,) measured counts over all genes
+    area_um2: torch.Tensor  # (S,)
     group: torch.Tensor  # (S,) shape-set id, for the per-group PCC
 
     def to(self, device) -> Batch:
@@ -273,6 +291,7 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
     """Stack patch images and their shapes' spans (shifted into patch coordinates) and targets."""
     images = np.full((len(patches), patch_size, patch_size, 3), 255, np.uint8)
     spans_b, spans_r, spans_x0, spans_x1, spans_s, targets, exposure, group = [], [], [], [], [], [], [], []
+    totals, area_um2 = [], []
     n_shapes = 0
     for b, patch in enumerate(patches):
         section = sections[patch.section]
@@ -292,6 +311,8 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
             spans_s.append(n_shapes + np.repeat(np.arange(members.size), counts))
             targets.append(s.targets[members])
             exposure.append(s.exposure[members])
+            totals.append(s.totals[members])
+            area_um2.append(s.area_um2[members])
             group.append(np.full(members.size, groups[s.name]))
             n_shapes += members.size
     cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
@@ -304,6 +325,8 @@ def make_batch(sections: list[Section], patches: list[Patch], patch_size: int, g
         shape=cat(spans_s),
         targets=torch.from_numpy(np.concatenate(targets)),
         exposure=torch.from_numpy(np.concatenate(exposure)),
+        totals=torch.from_numpy(np.concatenate(totals)),
+        area_um2=torch.from_numpy(np.concatenate(area_um2)),
         group=cat(group),
     )
 

@@ -93,7 +93,7 @@ def lazy_dense_map(
     blocks = source.to_delayed()
     bounds = [np.cumsum((0, *c)) for c in source.chunks[1:]]
     model_key = dask.delayed(model, pure=True, traverse=False)
-    n_genes = len(model.genes) * (model.config.n_models if members else 1)
+    n_genes = len(model.channels) * (model.config.n_models if members else 1)
     if cache is not None:
         # the image's dask name tokenises its source (file, or the values of an in-memory array)
         settings = {

@@ -291,14 +291,14 @@ def _lazy_maps(sdata, request: _Request, tile_size: int, dtype: str, cache, tran
     transformations = _map_transformations(sdata, image.name, _levels_ratio(sdata, image) / factor)
     maps = {request.map_name: dense}
     if members:
-        stacked = dense.reshape(request.n_members, len(model.genes), *dense.shape[1:])
+        stacked = dense.reshape(request.n_members, len(model.channels), *dense.shape[1:])
         maps = {
             request.map_name: stacked.mean(axis=0).astype(dtype),
             request.std_name: stacked.std(axis=0).astype(dtype),
         }
     elements = {
         name: Image2DModel.parse(
-            values, dims=("c", "y", "x"), c_coords=list(model.genes), transformations=transformations
+            values, dims=("c", "y", "x"), c_coords=list(model.channels), transformations=transformations
         )
         for name, values in maps.items()
     }
@@ -344,29 +344,42 @@ def _shape_table(sdata, request: _Request, resolved, dense, factor, params, tran
         )
     sums = aggregate_spans(dense, spans, len(resolved), progress=progress, out=out)
     del spans
-    read_out = functools.partial(_read_out, model.normalization, request.n_members)
+    area_um2 = area_px * inside * model.microns_per_pixel**2
+    counts = getattr(model.config, "map_units", "normalized") == "counts"
+    read_out = functools.partial(_read_out, model.normalization, counts, request.n_members)
     parts = ("mean", "std") if request.std_name is not None else ("mean",)
     if out is None:
-        values, *spread = (read_out(sums, part) for part in parts)
+        values, *spread = (read_out(sums, area_um2, part) for part in parts)
     else:
         blocks = da.from_zarr(out)
+        areas = da.from_array(area_um2[:, None], chunks=(blocks.chunks[0], 1))
         chunks = (blocks.chunks[0], (len(model.genes),))
-        values, *spread = (blocks.map_blocks(read_out, part, chunks=chunks, dtype=np.float64) for part in parts)
-    area_um2 = area_px * inside * model.microns_per_pixel**2
+        values, *spread = (
+            da.map_blocks(read_out, blocks, areas, part, chunks=chunks, dtype=np.float64) for part in parts
+        )
     layers = {Keys.STD: spread[0]} if spread else None
     return shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
 
 
-def _read_out(normalization, n_models: int, sums: np.ndarray, part: str) -> np.ndarray:
+def _read_out(normalization, counts: bool, n_models: int, sums: np.ndarray, area_um2, part: str) -> np.ndarray:
     """Per-shape sums of the map (``n_models`` members' channels side by side) in the model's target units.
 
-    ``part="mean"``: the ensemble's prediction (the transform of the mean of the members' sums, which is the
-    sum of the mean map); ``"std"``: the standard deviation over the members of their own predictions.
+    ``counts``: the map holds expected counts and a total channel, and each shape is normalised from its sums
+    (its area ``area_um2`` for area-scaled units); else the sums are the values before the transform.
+    ``part="mean"``: the ensemble's prediction (from the mean of the members' sums, which is the sum of the mean
+    map); ``"std"``: the standard deviation over the members of their own predictions.
     """
     members = sums.reshape(len(sums), n_models, -1)
+    area_um2 = np.ravel(area_um2)
+
+    def units(channel_sums):
+        return (
+            normalization.from_count_sums(channel_sums, area_um2) if counts else normalization.transform(channel_sums)
+        )
+
     if part == "mean":
-        return normalization.transform(members.mean(axis=1))
-    return np.stack([normalization.transform(members[:, m]) for m in range(n_models)], axis=1).std(axis=1)
+        return units(members.mean(axis=1))
+    return np.stack([units(members[:, m]) for m in range(n_models)], axis=1).std(axis=1)
 
 
 def _drop(sdata: SpatialData, names: list[str]) -> None:

@@ -16,6 +16,7 @@ from ..data.images import MAX_UPSAMPLING
 from ..data.shape_size import finest_shapes_um
 from ..data.training_sections import name_sections, resolve_sections, training_sections
 from ..dense.predict import predict
+from ..dense.resolution import check_map_resolves
 from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization, select_genes
 from ..training.loop import TrainingConfig
@@ -131,6 +132,8 @@ class TrainedModel:
         }
         torch.manual_seed(seed)
         model = cls.build(cls._config(params, shared), params.encoder_weights)
+        for r in resolved:  # a map coarser than the training shapes cannot fit them
+            check_map_resolves(r.shapes, r.image.microns_per_pixel, model.microns_per_pixel, model.map_detail_um, 3)
         options = {**plan.to_dict(), **params.to_dict(), "preset": recipe.name, "seed": seed, "device": device}
         training = TrainingConfig(
             **{f.name: options[f.name] for f in dataclasses.fields(TrainingConfig) if f.name in options}
@@ -206,6 +209,11 @@ class TrainedModel:
     def microns_per_pixel(self) -> float:
         """Working resolution of the model."""
         return float(self.config.microns_per_pixel)
+
+    @property
+    def channels(self) -> list[str]:
+        """The dense map's channels (the genes)."""
+        return self.genes
 
     @property
     def map_detail_um(self) -> float:

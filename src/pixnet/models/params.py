@@ -73,6 +73,10 @@ class PixNetParams(MethodParams):
     pixel_skip
         With ``output_stride`` 1, channels of a skip feature computed from the input pixels for the
         full-resolution decoder stage (0: none, the paper); the encoder's finest level has stride 2.
+    map_units
+        ``"normalized"`` (the paper): the map sums to each shape's normalised value. ``"counts"``: the map holds
+        expected counts of each gene and of the genes it leaves out (an ``"other_genes"`` channel), and a shape's
+        prediction is normalised from its sums as measured counts are (see :class:`~pixnet.models.PixNetConfig`).
     loss
         The fit term: ``"mse"`` on log targets (the paper's) or ``"poisson"`` deviance of the counts.
     pcc_weight
@@ -97,6 +101,7 @@ class PixNetParams(MethodParams):
     n_models: int | None = None
     dihedral_average: bool | None = None
     pixel_skip: int | None = None
+    map_units: Literal["normalized", "counts"] | None = None
     loss: Literal["mse", "poisson"] | None = None
     pcc_weight: float | None = None
     image2gene_weight: float = 0.0

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ..constants import Keys
 from ..nn import PixNetNetwork
 from ..training.loop import fit
 from ..training.plan import TrainingPlan
@@ -60,6 +61,11 @@ class PixNetConfig:
     pixel_skip
         Channels of the full-resolution decoder stage's skip feature computed from the input pixels (with
         ``output_stride`` 1); 0: none (the paper, and models saved before this option).
+    map_units
+        ``"normalized"`` (the paper, and models saved before this option): a shape's sum of the map is its value
+        in :attr:`normalization` before the log. ``"counts"``: the map holds each gene's expected counts per pixel
+        and a last channel ``"other_genes"``, the expected counts of all genes it leaves out; a shape's prediction
+        is computed from its sums as a measurement is from its counts (its composition, in the same units).
 
     Examples
     --------
@@ -91,6 +97,7 @@ class PixNetConfig:
     dihedral_average: bool = False
     n_models: int = 1
     pixel_skip: int = 0
+    map_units: str = "normalized"
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
 
@@ -137,7 +144,7 @@ class PixNet(TrainedModel):
         network = PixNetNetwork(
             encoder,
             encoder_config,
-            len(config.genes),
+            len(config.genes) + (config.map_units == "counts"),
             config.decoder_width,
             config.decoder_norm,
             config.patch_size,
@@ -158,6 +165,11 @@ class PixNet(TrainedModel):
                     "freeze_encoder=True."
                 )
             resolved = replace(resolved, n_models=1)  # the preset's ensemble shares its frozen encoder
+        if resolved.map_units == "counts" and (resolved.loss == "poisson" or resolved.image2gene_weight):
+            raise ValueError(
+                "map_units='counts' trains the composition of the map's sums with loss='mse'; loss='poisson' and "
+                "image2gene_weight= need map_units='normalized'."
+            )
         if resolved.image2gene_weight and resolved.output_stride != 1:
             raise ValueError(
                 f"image2gene_weight= embeds each shape's full-resolution decoder features; it needs output_stride=1 "
@@ -175,6 +187,7 @@ class PixNet(TrainedModel):
             dihedral_average=params.dihedral_average,
             n_models=int(params.n_models),
             pixel_skip=int(params.pixel_skip) if params.output_stride == 1 else 0,
+            map_units=params.map_units,
         )
 
     # ------------------------------------------------------------------------------------------ description
@@ -186,6 +199,11 @@ class PixNet(TrainedModel):
             + (f" x {self.config.n_models} models" if self.config.n_models > 1 else "")
             + f", {self.epochs_trained} epochs trained)"
         )
+
+    @property
+    def channels(self) -> list[str]:
+        """The dense map's channels: the genes, then ``"other_genes"`` for a counts map."""
+        return self.genes + ([Keys.OTHER_COUNTS] if self.config.map_units == "counts" else [])
 
     @property
     def map_detail_um(self) -> float:

@@ -146,7 +146,28 @@ def predict_batch(
             if ops is not None:
                 maps = undo_augmentation(maps, ops)
             sums = span_sums(maps, batch.batch, batch.row, batch.x0, batch.x1, batch.shape, n_shapes)
+    if counts_map(model):  # log expected counts, compared with the log measured counts (batch_targets)
+        return sums.float().log1p(), embeddings
     return model.normalization.transform(sums), embeddings
+
+
+def counts_map(model) -> bool:
+    """Whether the model's map holds expected counts and an other-genes channel (``map_units="counts"``)."""
+    return getattr(getattr(model, "config", None), "map_units", "normalized") == "counts"
+
+
+def batch_targets(model, batch: Batch) -> torch.Tensor:
+    """What :func:`predict_batch` is compared with: the targets, or for a counts map the log measured counts.
+
+    A counts map learns each gene's counts and the other genes' counts, depth included: a shape's composition
+    (the targets' units) is a ratio of its sums, and fitting that ratio directly trained worse at 2 µm (PCC@M
+    0.69 vs 0.85 against the truth on a synthetic 640 µm Visium HD section).
+    """
+    if not counts_map(model):
+        return batch.targets
+    counts = model.normalization.inverse_transform(batch.targets) * batch.exposure[:, None]
+    other = (batch.totals - counts.sum(dim=1)).clamp_min(0)
+    return torch.cat([counts, other[:, None]], dim=1).log1p()
 
 
 def _decode_cached(network, features, size, images, at=None, with_embedding=False, sum_by=None):
@@ -160,9 +181,14 @@ def _decode_cached(network, features, size, images, at=None, with_embedding=Fals
 
 
 def initial_density(model: Trainable, sections: list[Section]) -> torch.Tensor:
-    """Per-gene mean density per pixel implied by the training targets."""
+    """Per-channel mean density per pixel implied by the training targets (counts, and totals, for a counts map)."""
     values = model.normalization.inverse_transform(training_targets(sections).astype(np.float64))
-    areas = np.concatenate([s.area_px[~s.validation] for section in sections for s in section.shape_sets])
+    shape_sets = [s for section in sections for s in section.shape_sets]
+    areas = np.concatenate([s.area_px[~s.validation] for s in shape_sets])
+    if counts_map(model):
+        counts = values * np.concatenate([s.exposure[~s.validation] for s in shape_sets])[:, None]
+        totals = np.concatenate([s.totals[~s.validation] for s in shape_sets])
+        values = np.column_stack([counts, np.maximum(totals - counts.sum(axis=1), 0)])
     return torch.from_numpy(values.sum(axis=0) / areas.sum()).float()
 
 
@@ -441,7 +467,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
             if ops is not None:
                 batch.images = augment_images(batch.images, ops)
         pred, embeddings = predict_batch(model, batch, ops, amp, network=trained, embed=auxiliary, features=features)
-        targets = group.gather(batch.targets)
+        targets = group.gather(batch_targets(model, batch))
         loss, parts = pixnet_loss(
             group.gather(pred),
             targets,
@@ -452,7 +478,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
             run.count_means,
         )
         if auxiliary:
-            similarity = image2gene_loss(group.gather(embeddings), targets, moments)
+            similarity = image2gene_loss(group.gather(embeddings), targets[:, : len(model.config.genes)], moments)
             loss = loss + config.image2gene_weight * similarity
             parts["image2gene"], parts["loss"] = float(similarity.detach()), float(loss.detach())
         if not torch.isfinite(loss):
@@ -501,7 +527,7 @@ def evaluate(run: _Run, patches, network=None) -> dict:
         batch = make_batch(sections, chosen, size, groups).to(device)
         features = None if cache is None else cache.batch(chosen, [0] * len(chosen), size, device)
         preds.append(predict_batch(model, batch, amp=device.type == "cuda", network=network, features=features)[0])
-        targets.append(batch.targets)
+        targets.append(batch_targets(model, batch))
         exposures.append(batch.exposure)
         group_ids.append(batch.group)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)
@@ -541,6 +567,7 @@ _RESUME_FIXED = (
     "embedding_dim",
     "output_stride",
     "pixel_skip",
+    "map_units",
     "coordinates",
     "k",
     "weighting",

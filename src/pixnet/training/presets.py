@@ -51,6 +51,8 @@ class TrainingPreset:
         :class:`~pixnet.models.PixNetConfig`).
     pixel_skip
         Channels of the full-resolution decoder stage's skip feature from the input pixels (0: none).
+    map_units
+        ``"normalized"`` or ``"counts"`` (see :class:`~pixnet.models.PixNetConfig`).
 
     Examples
     --------
@@ -79,6 +81,7 @@ class TrainingPreset:
     n_models: int = 1
     dihedral_average: bool = False
     pixel_skip: int = 0
+    map_units: str = "normalized"
     steps_per_epoch: int | None = None
 
     def to_dict(self) -> dict:
@@ -123,11 +126,13 @@ PRESETS = {
         decoder_width=64,
         output_stride=1,
         pixel_skip=16,
+        map_units="counts",
         epochs=8,
+        steps_per_epoch=50,
         batch_size=1,
-        learning_rate=4e-3,
+        learning_rate=6e-3,
         lr_schedule="cosine",
-        pcc_weight=1.0,
+        pcc_weight=2.0,
     ),
     # Zhang, Yang & Pan: the histology ResNet18 fine-tuned at 1 µm/px, full-resolution decoder of width 512,
     # Adam lr 5e-4 / weight decay 1e-4. Hours per section on a CPU; meant for a GPU.

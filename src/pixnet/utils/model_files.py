@@ -131,6 +131,7 @@ _FIELDS = {
     "output_stride": (int, lambda v: v in (1, 2, 4), "1, 2 or 4"),
     "n_models": (int, lambda v: 1 <= v <= 64, "an integer between 1 and 64"),
     "pixel_skip": (int, lambda v: 0 <= v <= 1024, "an integer between 0 and 1024"),
+    "map_units": (str, lambda v: v in ("normalized", "counts"), "'normalized' or 'counts'"),
     "k": (int, lambda v: 1 <= v <= 10_000, "an integer between 1 and 10000"),
     "map_stride": (int, lambda v: 1 <= v <= 4096, "an integer between 1 and 4096"),
     "reference_area_px": ((int, float), lambda v: math.isfinite(v) and v > 0, "a positive number"),

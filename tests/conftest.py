@@ -84,6 +84,7 @@ def tiny_pixnet(
     n_models: int = 1,
     output_stride: int = 1,
     pixel_skip: int = 0,
+    map_units: str = "normalized",
 ):
     """An untrained PixNet with a random ResNet18 encoder (seed 0): the same weights at every call."""
     import torch
@@ -103,6 +104,7 @@ def tiny_pixnet(
         n_models=n_models,
         output_stride=output_stride,
         pixel_skip=pixel_skip,
+        map_units=map_units,
     )
     return PixNet.build(config)
 

@@ -23,7 +23,7 @@ from ..utils.model_files import WEIGHTS, load_tensors, read_record
 from .augment import augment_images, augmented_positions, draw_augmentations, undo_augmentation
 from .distributed import Distributed
 from .loss import LOSSES, gene_moments, image2gene_loss, pixnet_loss
-from .pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, pad_image
+from .pyramids import ALIGN, IDENTITY, PyramidCache, dihedral_variants, fits_cache, pad_image
 
 logger = logging.getLogger(__name__)
 
@@ -372,10 +372,11 @@ def fit(
     cache = None
     # a slice of a whole section's pyramid equals the patch's own only for a convolutional (local) encoder
     local = getattr(network.encoder, "local", True)
-    if config.freeze_encoder and config.cache_pyramids and local and group.world == 1 and patch_size % ALIGN == 0:
+    variants = dihedral_variants(np.random.default_rng(config.seed + 2)) if config.augment else [IDENTITY]
+    cacheable = config.freeze_encoder and config.cache_pyramids and local and group.world == 1
+    if cacheable and patch_size % ALIGN == 0 and fits_cache(network.encoder, sections, len(variants)):
         for section in sections:
             section.image = pad_image(section.image, patch_size)
-        variants = dihedral_variants(np.random.default_rng(config.seed + 2)) if config.augment else [IDENTITY]
         cache = PyramidCache(network, sections, variants, device, progress)
     align = ALIGN if cache is not None else 1
     validation = sample_patches(

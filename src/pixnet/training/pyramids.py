@@ -84,6 +84,21 @@ class PyramidCache:
         return [torch.stack(level).to(device) for level in out]
 
 
+CACHE_BYTES = 3 * 2**30
+"""Largest cache of encoder pyramids: a whole Visium HD capture area at 1 µm/px would need ~9 GB for its eight
+variants, and encoding it whole several more; beyond this the frozen encoder runs on each patch instead."""
+
+
+def fits_cache(encoder, sections: list[Section], n_variants: int) -> bool:
+    """Whether the pyramids of ``sections`` under ``n_variants`` fit in :data:`CACHE_BYTES` (float32)."""
+    per_pixel = sum(c / r**2 for c, r in zip(encoder.channels, encoder.reductions, strict=True))
+    pixels = sum(s.image.shape[0] * s.image.shape[1] for s in sections)
+    needed = 4 * per_pixel * pixels * n_variants
+    if needed > CACHE_BYTES:
+        logger.info("Encoder pyramids would take %.1f GB: the frozen encoder runs on each patch", needed / 1e9)
+    return needed <= CACHE_BYTES
+
+
 def dihedral_variants(rng: np.random.Generator) -> list[tuple]:
     """The eight rotations and flips: the image as it is, then seven, each with a colour jitter.
 

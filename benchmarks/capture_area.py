@@ -82,7 +82,7 @@ def one_area(size_um: float, out: Path) -> dict:
     sdata = step("read", read)
     model = step("train", lambda: pixnet.tl.train(sdata, shapes=["bins_8um", "bins_16um"], progress=False))
     step("predict_write", lambda: pixnet.tl.predict(sdata, shapes="bins_2um", model=model, write=True, progress=False))
-    table = sdata["pixnet_synthetic_circles_002um"]
+    table = next(t for name, t in sdata.tables.items() if name.startswith("pixnet_") and name.endswith("002um"))
     area_mm2 = (size_um / 1000) ** 2
     result = {"size_um": size_um, "area_mm2": round(area_mm2, 2), "bins_2um": table.n_obs, "model": repr(model)}
     for name in STEPS:

@@ -93,7 +93,7 @@ class TrainedModel:
         given = params or cls.params_class()
         resolved = None
         if preset == "auto":  # the recipe follows the training shapes: bins of a few µm need a fine map
-            # at the fine recipe's resolution, the one that bins (the shapes worth the second look) keep
+            # at the fine recipe's resolution: bins keep it, so only spots are resolved a second time
             provisional = given.microns_per_pixel or PRESETS["cpu_fine"].microns_per_pixel
             objects, resolved = resolve_sections(sdata, image, shapes, table, provisional, resolve_kwargs)
             recipe = resolve_preset(preset, device, finest_shape_um=finest_shapes_um(resolved))

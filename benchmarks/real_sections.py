@@ -1,7 +1,8 @@
-"""Leave-one-section-out on real sections: PixNet and Image2Gene against ridge, kNN and the training mean.
+"""Leave-one-section-out on real sections: PixNet and Image2Gene against ridge, kNN, depth and the training mean.
 
 Usage:
     python benchmarks/real_sections.py                      # HER2ST C2-C5 and MOB1-3, the "cpu" preset
+    python benchmarks/real_sections.py --methods pixnet --seeds 0 1 2 --recipe 'counts={"map_units": "counts"}'
     python benchmarks/real_sections.py --preset paper --device cuda   # the paper's recipe, on a GPU
     python benchmarks/real_sections.py --test-section PATH  # train on all sections of PATH's format, test on PATH
     python benchmarks/real_sections.py --test-section HEST_FOLDER --train-dataset her2st  # a HEST-1k sample
@@ -12,15 +13,27 @@ For each held-out section, every method is trained on the other sections of its 
 normalisation, working resolution and patch size, and the same frozen encoder weights for the baselines'
 features; the settings not given default to ``--preset`` (the library's presets, ``pixnet.tl.PRESETS``). Each is
 then evaluated on the held-out spots with ``pixnet.tl.evaluate`` (pooled within the section; constant genes
-omitted), with calibration (``std_ratio``, ``slope``: medians over genes). Sections of one dataset come from
-one patient (HER2ST C) or two animals (MOB), so this is a within-study generalisation test. Prints one table
-(method x section: PCC@F/S/M, the worst gene and the share of negative genes, MSE, MAE, calibration, spots, wall
-time), the per-dataset mean and PixNet's ratio to ridge; does not assert.
+omitted), with calibration (``std_ratio``: median over genes). Sections of one dataset come from one patient
+(HER2ST C) or two animals (MOB; MOB3 is the second animal, trained on MOB1-2: the closest to a new patient), so
+this is a within-study generalisation test.
+
+On sparse spots PCC@M mostly measures each spot's sequencing depth, so beside PCC@F/S/M the tables report the
+partial PCC given the spot's measured log depth (``partial_pcc_*``; a depth-only predictor scores 0), the first
+principal component's share of the predictions' variance (``pc1_share``; 1: every gene is one map with a sign),
+the ``depth`` baseline (image features -> the spot's log depth, which every gene then follows) and the
+``measured_depth`` oracle (each spot's measured log depth as every gene's prediction).
+
+Learned methods run once per ``--seeds`` value (baselines and the oracle do not depend on it); ``--recipe
+NAME=JSON`` adds PixNet variants (``pixnet.tl.train`` options on top of the settings below). Prints every fold,
+the per-section means over seeds, each dataset's mean over (fold, seed) with its standard error, and paired
+differences (over fold and seed, with the standard error of the mean difference) of every learned method against
+ridge and of every recipe against ``pixnet``; ``--out`` writes the runs as CSV. Does not assert.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 import warnings
@@ -30,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 import pixnet
+from pixnet.data.tables import measured_table
 from pixnet.datasets import her2st, stutility_mob
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -60,8 +74,8 @@ def shared_genes(train: list, test, n_genes: int) -> list[str]:
     return [g for g in ranked if g in measured][:n_genes]
 
 
-def train_method(method: str, train: list, genes: list[str], args):
-    """PixNet, PixNet with the auxiliary Image2Gene loss (``pixnet_i2g``) or Image2Gene, with the shared settings."""
+def train_method(method: str, train: list, genes: list[str], seed: int, args):
+    """PixNet, a PixNet recipe (``--recipe``), PixNet with the auxiliary Image2Gene loss or Image2Gene."""
     common = {
         "preset": args.preset,
         "genes": genes,
@@ -73,7 +87,7 @@ def train_method(method: str, train: list, genes: list[str], args):
         "learning_rate": args.learning_rate,
         "validation": None if args.validation == "none" else args.validation,
         "augment": not args.no_augment,
-        "seed": args.seed,
+        "seed": seed,
         "device": args.device,
         "progress": args.progress,
     }
@@ -88,9 +102,10 @@ def train_method(method: str, train: list, genes: list[str], args):
             **common,
         )
     recipe = pixnet.tl.PRESETS[args.preset].updated(lr_schedule=args.lr_schedule, average_epochs=args.average_epochs)
+    options = {**common, "preset": recipe}
     model = pixnet.tl.train(
         train,
-        **{**common, "preset": recipe},
+        **options,
         decoder_width=args.decoder_width,
         output_stride=args.output_stride,
         epochs=args.epochs,
@@ -98,6 +113,7 @@ def train_method(method: str, train: list, genes: list[str], args):
         n_models=args.n_models,
         pcc_weight=args.pcc_weight,
         image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
+        **args.recipes.get(method, {}),
     )
     if args.dihedral_average is not None:
         model.config.dihedral_average = args.dihedral_average
@@ -105,52 +121,73 @@ def train_method(method: str, train: list, genes: list[str], args):
 
 
 def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict]:
-    """Train every method on ``train``, evaluate on ``test``; one result row per method."""
+    """Train every method on ``train`` (learned ones once per seed), evaluate on ``test``; one row per run."""
     genes = shared_genes(train, test, args.n_genes)
     spots = f"{test_name}_spots"
-    rows, timings, models = [], {}, {}
-    for method in args.methods:
-        started = time.perf_counter()
-        models[method] = train_method(method, train, genes, args)
-        pixnet.tl.predict(
-            test,
-            shapes=spots,
-            model=models[method],
-            key_added=method,
-            tile_size=512,
-            uncertainty=getattr(models[method].config, "n_models", 1) > 1,  # an ensemble's spread, calibrated below
-            progress=args.progress,
-            overwrite=True,
-        )
-        timings[method] = time.perf_counter() - started
-    like = next(iter(models.values()))
-    for method in args.baselines:
+    rows, like = [], None
+    for seed in args.seeds:
+        for method in args.methods:
+            started = time.perf_counter()
+            model = train_method(method, train, genes, seed, args)
+            pixnet.tl.predict(
+                test,
+                shapes=spots,
+                model=model,
+                key_added=method,
+                tile_size=512,
+                uncertainty=getattr(model.config, "n_models", 1) > 1,  # an ensemble's spread, calibrated below
+                progress=args.progress,
+                overwrite=True,
+            )
+            rows.append(_evaluated(test, method, spots, seed, time.perf_counter() - started, args))
+            if args.plots is not None and method == args.methods[0] and seed == args.seeds[0]:
+                save_plots(test, spots, model, method, args.plots / f"{dataset}_{test_name}")
+            if like is None:  # the baselines share the first model's genes, units and encoder
+                like = model
+    for method in args.baselines:  # deterministic given the pretrained encoder: once per fold
         started = time.perf_counter()
         baseline = pixnet.tl.train_baseline(
-            train, method, like=like, k=args.k, seed=args.seed, device=args.device, progress=args.progress
+            train, method, like=like, k=args.k, seed=args.seeds[0], device=args.device, progress=args.progress
         )
         pixnet.tl.predict_baseline(test, spots, baseline, device=args.device, progress=False, overwrite=True)
-        timings[method] = time.perf_counter() - started
-    for method, seconds in timings.items():
-        summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
-        pcc = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]["pcc"].dropna()
-        tail = {"pcc_min": pcc.min(), "neg": (pcc < 0).mean()}  # the worst gene, the share of genes below 0
-        rows.append(
-            {"dataset": dataset, "section": test_name, "method": method, **summary.iloc[0], **tail, "seconds": seconds}
-        )
-    if args.plots is not None and "pixnet" in models:
-        save_plots(test, spots, models["pixnet"], list(timings), args.plots / f"{dataset}_{test_name}")
+        rows.append(_evaluated(test, method, spots, None, time.perf_counter() - started, args))
+    test.tables[f"measured_depth_{spots}"] = measured_depth(test, spots, f"{args.methods[0]}_{spots}")
+    rows.append(_evaluated(test, "measured_depth", spots, None, 0.0, args))
+    for row in rows:
+        row.update(dataset=dataset, section=test_name)
     for name in [n for n, t in test.tables.items() if "pixnet" in t.uns]:  # the next fold trains on this section
         del test.tables[name]
-    for name in [n for m in models for n in (f"{m}_map", f"{m}_std") if n in test.images]:
+    for name in [n for m in args.methods for n in (f"{m}_map", f"{m}_std") if n in test.images]:
         del test.images[name]
-    epochs = ", ".join(f"{m} {model.epochs_trained} epochs" for m, model in models.items())
-    results = ", ".join(f"{r['method']} PCC@M {r['pcc_m']:.3f} ({r['seconds']:.0f} s)" for r in rows)
-    print(f"[{dataset} {test_name}] {epochs}; {results}", flush=True)
+    results = "; ".join(
+        f"{r['method']}{'' if r['seed'] is None else ' seed ' + str(r['seed'])} PCC@M {r['pcc_m']:.3f} "
+        f"partial {r['partial_pcc_m']:.3f} PC1 {r['pc1_share']:.2f}"
+        for r in rows
+    )
+    print(f"[{dataset} {test_name}] {results}", flush=True)
     return rows
 
 
-def save_plots(test, spots: str, model, methods: list[str], prefix: Path) -> None:
+def _evaluated(test, method: str, spots: str, seed: int | None, seconds: float, args) -> dict:
+    """``pixnet.tl.evaluate``'s summary of one method's table, the worst gene and the share of genes below 0."""
+    summary = pixnet.tl.evaluate(test, f"{method}_{spots}", constant_genes=args.constant_genes)
+    pcc = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]["pcc"].dropna()
+    tail = {"pcc_min": pcc.min(), "neg": (pcc < 0).mean()}
+    return {"method": method, "seed": seed, **summary.iloc[0], **tail, "seconds": seconds}
+
+
+def measured_depth(test, spots: str, predicted: str):
+    """The oracle of depth: each spot's measured log depth as every gene's prediction, in ``predicted``'s units."""
+    measured = test.tables[measured_table(test, spots, None, required=True)]
+    genes = list(test.tables[predicted].var_names)
+    oracle = measured[:, genes].copy()
+    depth = np.log1p(pixnet.pp.spot_totals(measured)).astype(np.float32)
+    oracle.X = np.repeat(depth[:, None], len(genes), axis=1)
+    oracle.uns["pixnet"] = dict(test.tables[predicted].uns["pixnet"])
+    return oracle
+
+
+def save_plots(test, spots: str, model, method: str, prefix: Path) -> None:
     """Pictures of one fold: the best-predicted genes on the tissue, PCC distributions, training curves."""
     import matplotlib
 
@@ -158,11 +195,10 @@ def save_plots(test, spots: str, model, methods: list[str], prefix: Path) -> Non
     import matplotlib.pyplot as plt
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    per_gene = test[f"pixnet_{spots}"].uns["pixnet_evaluation"]["per_gene"]
+    per_gene = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]
     best = per_gene.dropna(subset=["pcc"]).nlargest(3, "pcc")["gene"].tolist()
-    pixnet.pl.expression(test, best, f"pixnet_{spots}", map_name="pixnet_map", save=f"{prefix}_expression.png")
-    pixnet.pl.pcc_distribution({m: test[f"{m}_{spots}"] for m in methods}, save=f"{prefix}_pcc.png")
-    pixnet.pl.scatter(test, best[0], f"pixnet_{spots}", save=f"{prefix}_scatter.png")
+    pixnet.pl.expression(test, best, f"{method}_{spots}", map_name=f"{method}_map", save=f"{prefix}_expression.png")
+    pixnet.pl.scatter(test, best[0], f"{method}_{spots}", save=f"{prefix}_scatter.png")
     pixnet.pl.training_curves(model, save=f"{prefix}_curves.png")
     plt.close("all")
 
@@ -216,15 +252,24 @@ def main() -> None:
     parser.add_argument("--i2g-epochs", type=int, default=5)
     parser.add_argument("--i2g-batch-size", type=int, default=64)
     parser.add_argument("--i2g-map-stride", type=int, default=32, help="Image2Gene's dense-map grid, pixels")
-    parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "mean"])
+    parser.add_argument(
+        "--recipe",
+        nargs="*",
+        default=[],
+        metavar="NAME=JSON",
+        help='PixNet variants, pixnet.tl.train options on top of the settings: \'counts={"map_units": "counts"}\'',
+    )
+    parser.add_argument("--baselines", nargs="*", default=["ridge", "knn", "depth", "mean"])
     parser.add_argument("--k", type=int, default=25, help="neighbours of Image2Gene and of the kNN baseline")
     parser.add_argument("--constant-genes", default="omit", choices=["omit", "minus_one"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="learned methods run once per seed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the table as CSV")
     parser.add_argument("--plots", type=Path, help="write each fold's pictures into this folder")
     args = parser.parse_args()
+    args.recipes = {name: json.loads(options) for name, options in (r.split("=", 1) for r in args.recipe)}
+    args.methods = [*args.methods, *args.recipes]
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -248,55 +293,70 @@ def main() -> None:
                     train = [s for n, s in sections.items() if n != name]
                     rows += run_fold(dataset, train, sections[name], name, args)
 
-    table = pd.DataFrame(rows)
-    means = table.groupby(["dataset", "method"], sort=False).mean(numeric_only=True).reset_index()
-    means["section"] = "mean"
-    table = pd.concat([table, means], ignore_index=True)
-    table = table.sort_values(["dataset", "section", "method"], key=lambda c: c.map(_order), kind="stable")
-    columns = ["dataset", "section", "method", "pcc_f", "pcc_s", "pcc_m", "pcc_min", "neg", "mse", "mae"]
-    columns += ["std_ratio", "slope", "n_spots", "seconds"]
-    pd.set_option("display.width", 200)
-    settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out", "plots")}
+    runs = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    settings = {k: v for k, v in vars(args).items() if k not in ("data", "progress", "out", "plots", "recipe")}
     settings["preset_settings"] = pixnet.tl.PRESETS[args.preset].to_dict()
     print(f"\nsettings: {settings}")
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("pcc_min: the worst gene's PCC; neg: the share of genes with PCC < 0; std_ratio, slope: medians over genes")
-    calibration = ["coverage_50", "coverage_90", "error_std_spearman"]
-    if set(calibration) <= set(table.columns):
-        spread = table.dropna(subset=calibration)
-        print("\nensemble spread (layers['std']) on the held-out spots: the share of measured values inside the")
-        print("predicted 50 % / 90 % intervals, and the mean over genes of Spearman(|error|, std) across spots")
-        print(
-            spread[["dataset", "section", "method", *calibration]].to_string(index=False, float_format="{:.3f}".format)
-        )
-    for method in args.methods:
-        wins, folds = _wins(table, method)
-        ratios = _ratios(table, method)
-        print(f"{method} PCC@M above ridge on {wins} of {folds} held-out sections; PCC@M / ridge's: {ratios}")
+    report(runs, args.methods)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.out:
-        table.to_csv(args.out, index=False)
+        runs.to_csv(args.out, index=False)
 
 
-def _order(value):
-    return (1, value) if value == "mean" else (0, value)
+COLUMNS = ["pcc_f", "pcc_s", "pcc_m", "partial_pcc_f", "partial_pcc_s", "partial_pcc_m", "pc1_share"]
+COLUMNS += ["depth_abs_pcc", "neg", "std_ratio", "seconds"]
+COMPARED = ["partial_pcc_m", "pcc_m", "pc1_share"]
 
 
-def _ratios(table: pd.DataFrame, method: str) -> str:
-    """PCC@M of ``method`` over ridge's, on each dataset's mean."""
-    means = table[table["section"] == "mean"].pivot_table(index="dataset", columns="method", values="pcc_m")
-    if "ridge" not in means:
-        return "no ridge"
-    return ", ".join(f"{d} {means.loc[d, method] / means.loc[d, 'ridge']:.2f}x" for d in means.index)
-
-
-def _wins(table: pd.DataFrame, method: str) -> tuple[int, int]:
-    held_out = table[table["section"] != "mean"].pivot_table(
-        index=["dataset", "section"], columns="method", values="pcc_m"
+def report(runs: pd.DataFrame, learned: list[str]) -> None:
+    """Per-section means over seeds; per-dataset means over (fold, seed) with standard errors; paired differences."""
+    runs = runs.assign(seed=runs["seed"].astype("Int64"))
+    keys = ["dataset", "section", "method"]
+    sections = runs.groupby(keys, sort=False)[COLUMNS].mean().reset_index()
+    print("\nper held-out section (learned methods: mean over seeds)")
+    print(sections.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        "partial_pcc_*: PCC given the spot's measured log depth (first quartile, median, mean over genes); pc1_share: "
+        "the first principal component's share of the predictions' variance; depth_abs_pcc: median |PCC(prediction, "
+        "depth)|; neg: the share of genes with PCC < 0; std_ratio: median over genes"
     )
-    if "ridge" not in held_out:
-        return 0, 0
-    return int(np.sum(held_out[method] > held_out["ridge"])), len(held_out)
+    summary = runs.groupby(["dataset", "method"], sort=False)[COMPARED].agg(["mean", "sem"])
+    summary[("pc1_share", "worst fold")] = sections.groupby(["dataset", "method"], sort=False)["pc1_share"].max()
+    print("\nper dataset: mean over (fold, seed) and its standard error (baselines: over folds)")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    for method in [m for m in learned if m in set(runs["method"])]:
+        for reference in ["ridge", *(["pixnet"] if method != "pixnet" and "pixnet" in learned else [])]:
+            print(paired(runs, method, reference))
+    calibration = ["coverage_50", "coverage_90", "error_std_spearman"]
+    if set(calibration) <= set(runs.columns) and runs[calibration].notna().any().all():
+        spread = runs.dropna(subset=calibration).groupby(keys, sort=False)[calibration].mean().reset_index()
+        print("\nensemble spread (layers['std']) on the held-out spots: the share of measured values inside the")
+        print("predicted 50 % / 90 % intervals, and the mean over genes of Spearman(|error|, std) across spots")
+        print(spread.to_string(index=False, float_format="{:.3f}".format))
+
+
+def paired(runs: pd.DataFrame, method: str, reference: str) -> str:
+    """``method`` - ``reference`` per dataset, paired by (fold, seed): mean (standard error of the mean, n)."""
+    ours = runs[runs["method"] == method].set_index(["dataset", "section", "seed"])
+    theirs = runs[runs["method"] == reference]
+    if theirs.empty:
+        return f"{method} - {reference}: no {reference} runs"
+    if theirs["seed"].isna().all():  # a baseline: one run per fold, paired with every seed's
+        theirs = theirs.drop(columns="seed").set_index(["dataset", "section"])
+        theirs = theirs.reindex(ours.index.droplevel("seed"))
+        theirs.index = ours.index
+    else:
+        theirs = theirs.set_index(["dataset", "section", "seed"]).reindex(ours.index)
+    lines = []
+    for dataset in ours.index.unique("dataset"):
+        parts = []
+        for column in COMPARED:
+            diff = (ours.loc[dataset, column] - theirs.loc[dataset, column]).dropna()
+            ratio = ours.loc[dataset, column].mean() / theirs.loc[dataset, column].mean()
+            parts.append(f"{column} {diff.mean():+.3f} (sem {diff.sem():.3f}, n={len(diff)}, ratio {ratio:.2f}x)")
+        lines.append(f"{method} - {reference}, {dataset}: " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_spot_patches_are_centred_and_padded_white():
 def test_baselines_learn_and_share_units_with_evaluate(sections):
     train, test = sections
     summaries = {}
-    for method in ("ridge", "knn", "mean"):
+    for method in ("ridge", "knn", "mean", "depth"):
         baseline = pixnet.tl.train_baseline(train, method, **SETTINGS)
         pixnet.tl.predict_baseline(test, "b_spots", baseline, progress=False)
         table = test[f"{method}_b_spots"]
@@ -43,6 +43,10 @@ def test_baselines_learn_and_share_units_with_evaluate(sections):
     assert summaries["ridge"]["pcc_m"] > 0.3 and summaries["knn"]["pcc_m"] > 0.3
     assert summaries["ridge"]["mse"] < summaries["mean"]["mse"]
     assert summaries["mean"]["n_constant"] == summaries["mean"]["n_genes"]  # a constant has no PCC
+    # the depth baseline predicts one value per spot: every gene is that map with its own sign and scale
+    assert summaries["depth"]["pc1_share"] == pytest.approx(1.0)
+    assert summaries["ridge"]["pc1_share"] < 0.99
+    assert summaries["ridge"]["partial_pcc_m"] > summaries["depth"]["partial_pcc_m"]
     with pytest.raises(ValueError, match="exist already"):
         pixnet.tl.predict_baseline(test, "b_spots", baseline, progress=False)
 

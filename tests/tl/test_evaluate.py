@@ -131,3 +131,61 @@ def test_evaluate_refuses_what_it_cannot_compare():
         pixnet.tl.evaluate(None, predicted, measured, normalization="none", mode="global")
     with pytest.raises(ValueError, match="per_section"):
         pixnet.tl.evaluate(None, predicted, measured, normalization="none", mode="per_section", section_key="donor")
+
+
+def _sparse_spots(seed=0, n_spots=400, n_genes=30):
+    """Poisson counts of spots whose depth and composition vary independently; the log-normalised truth."""
+    rng = np.random.default_rng(seed)
+    depth = np.exp(rng.normal(np.log(60), 0.8, n_spots))  # sparse: most genes have a few counts per spot, or none
+    composition = rng.dirichlet(np.full(n_genes, 0.5), size=1) * np.exp(0.8 * rng.normal(size=(n_spots, n_genes)))
+    composition /= composition.sum(axis=1, keepdims=True)
+    counts = rng.poisson(depth[:, None] * composition).astype(np.float32)
+    measured = ad.AnnData(counts, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    return measured, np.log1p(1e4 * composition)
+
+
+def test_partial_pcc_gives_a_map_of_depth_nothing_and_the_composition_its_due():
+    measured, composition = _sparse_spots()
+    log_depth = np.log1p(np.asarray(measured.X.sum(axis=1)).ravel())
+    depth_map = measured.copy()
+    depth_map.X = np.repeat(log_depth[:, None], measured.n_vars, axis=1).astype(np.float32)
+    knows_composition = measured.copy()
+    knows_composition.X = composition.astype(np.float32)
+    kwargs = {"normalization": "total_log", "key_added": None}
+    depth_only = pixnet.tl.evaluate(None, depth_map, measured, **kwargs).loc["pooled"]
+    gene_specific = pixnet.tl.evaluate(None, knows_composition, measured, **kwargs).loc["pooled"]
+    # on sparse spots the paper's metric rewards depth ...
+    assert depth_only["pcc_m"] > 0.2
+    # ... which the partial PCC removes exactly, while the composition keeps its agreement
+    assert depth_only["partial_pcc_m"] == 0.0 and depth_only["partial_pcc_f"] == 0.0
+    assert gene_specific["partial_pcc_m"] > 0.3
+    assert depth_only["depth_abs_pcc"] == pytest.approx(1.0)
+    assert gene_specific["depth_abs_pcc"] < 0.2
+    # one map with a sign per gene is one component; independent compositions are many
+    assert depth_only["pc1_share"] == pytest.approx(1.0)
+    assert gene_specific["pc1_share"] < 0.3
+
+
+def test_partial_pcc_matches_the_residual_correlation_by_hand():
+    rng = np.random.default_rng(1)
+    depth = rng.normal(size=50)
+    predicted, measured = rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + depth[:, None]
+    got = gene_metrics(predicted, measured, ["a", "b"], depth=depth)
+    for g in range(2):
+        residual = [v - np.polyval(np.polyfit(depth, v, 1), depth) for v in (predicted[:, g], measured[:, g])]
+        assert got.loc[g, "partial_pcc"] == pytest.approx(np.corrcoef(*residual)[0, 1])
+        assert got.loc[g, "depth_pcc"] == pytest.approx(np.corrcoef(predicted[:, g], depth)[0, 1])
+    with pytest.raises(ValueError, match="one finite value per spot"):
+        gene_metrics(predicted, measured, ["a", "b"], depth=depth[:10])
+
+
+def test_first_component_share_per_section():
+    measured, predicted, *_ = _tables()
+    summary = pixnet.tl.evaluate(
+        None, predicted, measured, normalization="none", mode="per_section", section_key="section", key_added=None
+    )
+    values = predicted[predicted.obs["spot_id"].argsort()].X  # rows in measured order
+    share_a = pixnet.metrics.first_component_share(values[:15])
+    assert summary.loc["A", "pc1_share"] == pytest.approx(share_a)
+    assert summary.loc["mean", "pc1_share"] == pytest.approx(summary.loc[["A", "B"], "pc1_share"].mean())
+    assert 0.25 <= share_a < 1.0

@@ -58,3 +58,20 @@ def test_poisson_gradient_moves_the_rate_towards_the_counts():
     low = (target - 0.3).requires_grad_()
     poisson_deviance(low, target, exposure).backward()
     assert low.grad.item() < 0  # increasing the prediction lowers the loss
+
+
+def test_pcc_given_depth_is_the_partial_pcc_that_evaluate_reports():
+    from pixnet.metrics import gene_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    depth = torch.randn(40, generator=generator, dtype=torch.float64)
+    target = torch.randn(40, 3, generator=generator, dtype=torch.float64) + depth[:, None]
+    own = target - depth[:, None] + 0.3 * torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    group = torch.zeros(40, dtype=torch.long)
+    _, parts = pixnet_loss(own, target, group, pcc_weight=1.0, depth=depth)
+    expected = gene_metrics(own.numpy(), target.numpy(), list("abc"), depth=depth.numpy())["partial_pcc"].mean()
+    assert parts["pcc"] == pytest.approx(expected)
+    # a prediction of depth alone earns the plain PCC, and nothing given depth
+    only_depth = depth[:, None].repeat(1, 3)
+    assert pixnet_loss(only_depth, target, group, pcc_weight=1.0)[1]["pcc"] > 0.5
+    assert abs(pixnet_loss(only_depth, target, group, pcc_weight=1.0, depth=depth)[1]["pcc"]) < 1e-6

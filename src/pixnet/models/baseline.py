@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASELINES", "SpotBaseline"]
+__all__ = ["BASELINES", "DepthOnly", "SpotBaseline"]
 
-BASELINES = ("ridge", "knn", "mean")
+BASELINES = ("ridge", "knn", "mean", "depth")
 RIDGE_ALPHAS = tuple(np.logspace(-1, 5, 13))
 
 
@@ -46,8 +46,32 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, self.encoder.channels[-1]), np.float32)
 
 
-def make_estimator(method: str, n_samples: int, n_features: int, n_components: int, k: int) -> Pipeline:
-    """The sklearn estimator of a baseline (standardise -> PCA -> ridge / cosine kNN; or the mean)."""
+class DepthOnly:
+    """Predicts each spot's log depth from its features, and every gene as a linear function of that one value.
+
+    What a predictor that knows nothing about any gene scores: its partial PCC given the measured depth is near 0,
+    while on sparse spots its PCC@M can be high (see :func:`pixnet.tl.evaluate`).
+    """
+
+    def __init__(self, depth: Pipeline) -> None:
+        self.depth = depth  # features -> log1p(total counts)
+        self.coefficients = np.zeros((2, 0))  # (intercept, slope on log depth) per gene
+
+    def fit(self, x: np.ndarray, y: np.ndarray, log_depth: np.ndarray) -> DepthOnly:
+        """Fit the depth regression on ``x``, and each gene of ``y`` on the measured ``log_depth``."""
+        self.depth.fit(x, log_depth)
+        design = np.column_stack([np.ones_like(log_depth), log_depth])
+        self.coefficients, *_ = np.linalg.lstsq(design, np.asarray(y, np.float64), rcond=None)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(n, n_genes)``: every gene from the predicted log depth."""
+        predicted = self.depth.predict(x)
+        return np.column_stack([np.ones_like(predicted), predicted]) @ self.coefficients
+
+
+def make_estimator(method: str, n_samples: int, n_features: int, n_components: int, k: int) -> Pipeline | DepthOnly:
+    """The estimator of a baseline (standardise -> PCA -> ridge / cosine kNN / ridge on depth; or the mean)."""
     # scikit-learn is imported here, not with pixnet: only the baselines need it
     from sklearn.decomposition import PCA
     from sklearn.dummy import DummyRegressor
@@ -59,6 +83,10 @@ def make_estimator(method: str, n_samples: int, n_features: int, n_components: i
     if method == "mean":
         return make_pipeline(DummyRegressor(strategy="mean"))
     components = max(1, min(n_components, n_samples - 1, n_features))
+    if method == "depth":
+        return DepthOnly(
+            make_pipeline(StandardScaler(), PCA(n_components=components, random_state=0), RidgeCV(RIDGE_ALPHAS))
+        )
     if method == "ridge":
         head = RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True)  # alpha per gene by efficient leave-one-out
     elif method == "knn":
@@ -80,7 +108,9 @@ class SpotBaseline:
     method
         ``"ridge"``: standardise -> PCA (``n_components``) -> ridge (alpha per gene by leave-one-out), as in
         HEST-Benchmark; ``"knn"``: the mean of the ``k`` nearest training spots by cosine distance in the same
-        PCA space (as BLEEP averages its nearest neighbours); ``"mean"``: the per-gene training mean.
+        PCA space (as BLEEP averages its nearest neighbours); ``"mean"``: the per-gene training mean;
+        ``"depth"``: ridge in the same PCA space predicts the spot's sequencing depth (``log1p`` of its total
+        counts) and every gene is a linear function of it (:class:`DepthOnly`), the score of one map of depth.
     genes, normalization, microns_per_pixel, patch_size
         As for PixNet: targets, units, working resolution and the patch side (working pixels) around each spot.
     encoder
@@ -104,7 +134,7 @@ class SpotBaseline:
     microns_per_pixel: float
     patch_size: int
     encoder: EncoderConfig | None
-    estimator: Pipeline
+    estimator: Pipeline | DepthOnly
     n_train: int = 0
     params: dict = field(default_factory=dict)
 

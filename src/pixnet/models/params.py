@@ -81,6 +81,10 @@ class PixNetParams(MethodParams):
         The fit term: ``"mse"`` on log targets (the paper's) or ``"poisson"`` deviance of the counts.
     pcc_weight
         Lambda in fit term + lambda * (1 - PCC) (the paper's 0.5, the ``"cpu"`` preset's 1.0).
+    pcc_given_depth
+        The PCC term correlates prediction and target after removing each one's linear dependence on the
+        shape's measured log depth (the partial PCC that :func:`pixnet.tl.evaluate` reports), so that it rewards
+        each gene's own pattern rather than sequencing depth.
     image2gene_weight
         Add this weight times the Image2Gene loss, on an embedding of each supervised shape (its decoder
         features averaged over its pixels, then a linear projection), as an auxiliary term.
@@ -104,6 +108,7 @@ class PixNetParams(MethodParams):
     map_units: Literal["normalized", "counts"] | None = None
     loss: Literal["mse", "poisson"] | None = None
     pcc_weight: float | None = None
+    pcc_given_depth: bool | None = None
     image2gene_weight: float = 0.0
     embedding_dim: int = 128
 

@@ -60,7 +60,7 @@ def train_baseline(
     sdata, image, shapes, table
         As for :func:`pixnet.tl.train` (one object or one per section).
     method
-        ``"ridge"``, ``"knn"`` or ``"mean"``, see :class:`~pixnet.models.SpotBaseline`.
+        ``"ridge"``, ``"knn"``, ``"mean"`` or ``"depth"``, see :class:`~pixnet.models.SpotBaseline`.
     like
         A PixNet model whose genes, normalisation, working resolution, patch size and encoder (its pretrained
         weights, not its fine-tuned ones) to share; these then override the arguments below.
@@ -113,7 +113,7 @@ def train_baseline(
         encoder_config = extractor.config  # with the normalisation the encoder's weights expect
         if encoder_config.weights == "random":
             logger.warning("Baseline %r uses features of an encoder with random weights; pass pretrained ones.", method)
-    features, targets = [], []
+    features, targets, log_depth = [], [], []
     for i, r in enumerate(resolved):
         section = build_section(
             r,
@@ -125,12 +125,16 @@ def train_baseline(
         )
         for s in section.shape_sets:
             targets.append(s.targets)
+            log_depth.append(np.log1p(s.totals.astype(np.float64)))
             if extractor is not None:
                 features.append(extractor(spot_patches(section.image, s.centres, patch_size), progress=progress))
     y = np.concatenate(targets)
     x = np.concatenate(features) if features else np.zeros((len(y), 1), np.float32)
     estimator = make_estimator(method, len(y), x.shape[1], n_components, k)
-    estimator.fit(x, y)
+    if method == "depth":
+        estimator.fit(x, y, np.concatenate(log_depth))
+    else:
+        estimator.fit(x, y)
     logger.info("Fitted the %s baseline on %d spots x %d features", method, *x.shape)
     return SpotBaseline(
         method=method,

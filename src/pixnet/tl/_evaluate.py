@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 from spatialdata import SpatialData
 
 from ..constants import Keys
 from ..data.pairing import paired_values
 from ..data.tables import shape_keys
-from ..metrics import gene_metrics, summarize_metrics, uncertainty_calibration
-from ..pp import Normalization
+from ..metrics import first_component_share, gene_metrics, summarize_metrics, uncertainty_calibration
+from ..pp import Normalization, spot_totals
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,18 @@ def evaluate(
     key_added: str | None = Keys.EVALUATION,
     per_gene: bool = False,
 ) -> pd.DataFrame:
-    """Compare predicted with measured expression: per-gene PCC, MSE, MAE and calibration, and PCC@F/S/M.
+    """Compare predicted with measured expression: per-gene PCC, MSE, MAE, calibration, PCC@F/S/M and beyond depth.
 
     The measured counts are brought into the predictions' units first, with the normalisation the predicted
     table records (the model's; per-spot totals over all measured genes, scaled by the shape areas in
     ``obs['area_um2']``), so that both sides are exactly what the model was trained to match.
+
+    On sparse spots, PCC@F/S/M mostly measure each spot's sequencing depth: a normalised, log-transformed value
+    of nearly every gene rises with depth, so one map of depth with a sign per gene scores well on them. The
+    summary therefore also reports the **partial PCC given depth** (per gene, the PCC after removing from both
+    sides their linear dependence on the spot's measured log depth, ``log1p`` of its total counts over all
+    measured genes; a depth-only predictor scores 0) and the **first component's share** of the predictions'
+    variance (1 when every gene is predicted as one pattern), see :mod:`pixnet.metrics`.
 
     Parameters
     ----------
@@ -77,10 +85,14 @@ def evaluate(
     section) with columns ``pcc_f`` (first quartile of the per-gene PCC), ``pcc_s`` (median), ``pcc_m`` (mean),
     ``mse``, ``mae`` (means over genes), ``std_ratio`` and ``slope`` (calibration: medians over genes of the
     predictions' spread relative to the measurements' and of the slope of measured on predicted; both 1 when
-    calibrated), ``n_spots``, ``n_genes`` and ``n_constant``; where the predictions have ``layers["std"]``
-    (``pixnet.tl.predict(..., uncertainty=True)``), also ``coverage_50``, ``coverage_90`` and
-    ``error_std_spearman`` over all rows (see :func:`pixnet.metrics.uncertainty_calibration`). With ``per_gene=True``,
-    one row per section and gene (see :func:`pixnet.metrics.gene_metrics`).
+    calibrated), ``partial_pcc_f``, ``partial_pcc_s``, ``partial_pcc_m`` (the partial PCC given depth: first
+    quartile, median, mean over genes), ``depth_abs_pcc`` (median over genes of the absolute PCC of prediction
+    and depth),
+    ``pc1_share`` (the first principal component's share of the predictions' variance, genes standardised;
+    see :func:`pixnet.metrics.first_component_share`), ``n_spots``, ``n_genes`` and ``n_constant``; where the
+    predictions have ``layers["std"]`` (``pixnet.tl.predict(..., uncertainty=True)``), also ``coverage_50``,
+    ``coverage_90`` and ``error_std_spearman`` over all rows (see :func:`pixnet.metrics.uncertainty_calibration`).
+    With ``per_gene=True``, one row per section and gene (see :func:`pixnet.metrics.gene_metrics`).
 
     Examples
     --------
@@ -102,11 +114,16 @@ def evaluate(
         if section_key is None or section_key not in pair.measured_table.obs:
             raise ValueError(f"mode='per_section' needs a section column in measured.obs; got {section_key!r}.")
     sections = pair.measured_table.obs[section_key].astype(str).to_numpy() if mode == "per_section" else None
-    per_gene_table = gene_metrics(pair.predicted, pair.measured, pair.genes, sections)
+    depth = np.log1p(spot_totals(pair.measured_table))
+    per_gene_table = gene_metrics(pair.predicted, pair.measured, pair.genes, sections, depth=depth)
     summary = summarize_metrics(per_gene_table, constant_genes)
     if mode == "pooled":
         summary.index = pd.Index(["pooled"], name="section")
         per_gene_table["section"] = "pooled"
+    groups = {"pooled": slice(None)} if mode == "pooled" else {str(s): sections == s for s in pd.unique(sections)}
+    shares = pd.Series({name: first_component_share(pair.predicted[rows]) for name, rows in groups.items()})
+    shares["mean"] = shares.mean()
+    summary.insert(summary.columns.get_loc("mse"), "pc1_share", shares.reindex(summary.index).to_numpy())
     if pair.std is not None:  # over all rows, also per section
         for key, value in uncertainty_calibration(pair.predicted, pair.measured, pair.std).items():
             summary[key] = value

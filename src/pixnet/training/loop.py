@@ -52,6 +52,7 @@ class TrainingConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
+    pcc_given_depth: bool = False
     loss: str = "mse"
     image2gene_weight: float = 0.0
     patience: int = 5
@@ -477,6 +478,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
             config.loss,
             group.gather(batch.exposure),
             run.count_means,
+            group.gather(batch.totals).log1p() if config.pcc_given_depth else None,
         )
         if auxiliary:
             similarity = image2gene_loss(group.gather(embeddings), targets[:, : len(model.config.genes)], moments)
@@ -521,7 +523,7 @@ def evaluate(run: _Run, patches, network=None) -> dict:
     )
     network = network or model.network
     network.eval()
-    preds, targets, exposures, group_ids = [], [], [], []
+    preds, targets, exposures, group_ids, totals = [], [], [], [], []
     size = model.config.patch_size
     for i in range(0, len(patches), config.batch_size):
         chosen = patches[i : i + config.batch_size]
@@ -531,8 +533,11 @@ def evaluate(run: _Run, patches, network=None) -> dict:
         targets.append(batch_targets(model, batch))
         exposures.append(batch.exposure)
         group_ids.append(batch.group)
+        totals.append(batch.totals)
     pred, target, group = torch.cat(preds), torch.cat(targets), torch.cat(group_ids)
-    _, parts = pixnet_loss(pred, target, group, config.pcc_weight, config.loss, torch.cat(exposures), run.count_means)
+    depth = torch.cat(totals).log1p() if config.pcc_given_depth else None
+    exposure = torch.cat(exposures)
+    _, parts = pixnet_loss(pred, target, group, config.pcc_weight, config.loss, exposure, run.count_means, depth)
     return {"val_loss": parts["loss"], "val_mse": parts["mse"], "val_pcc": parts["pcc"]}
 
 

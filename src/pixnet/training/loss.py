@@ -21,6 +21,13 @@ def pearson_per_gene(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8
     return (p * t).sum(dim=0) / (p.square().sum(dim=0) * t.square().sum(dim=0)).clamp_min(eps).sqrt()
 
 
+def without_depth(values: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """``values`` (rows: shapes) minus their least-squares fit on ``[1, depth]``, column by column."""
+    d = (depth - depth.mean()).to(values.dtype)[:, None]
+    centred = values - values.mean(dim=0, keepdim=True)
+    return centred - d * (d * centred).sum(dim=0, keepdim=True) / d.square().sum().clamp_min(1e-12)
+
+
 LOSSES = ("mse", "poisson")
 """Fit terms of :func:`pixnet_loss`: ``"mse"`` (the paper's) and ``"poisson"``."""
 
@@ -53,23 +60,31 @@ def pixnet_loss(
     loss: str = "mse",
     exposure: torch.Tensor | None = None,
     count_means: torch.Tensor | None = None,
+    depth: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Fit term + ``pcc_weight`` * (1 - mean PCC).
 
     The fit term is the MSE of the log targets (``loss="mse"``, the paper's) or the :func:`poisson_deviance`
     of the counts (``loss="poisson"``, needs ``exposure``; ``count_means`` as there). The PCC is computed
     within each group (shape set: one bin size of one element) holding at least two spots and averaged, so
-    bins of different sizes are never correlated with each other.
+    bins of different sizes are never correlated with each other. With ``depth`` (each shape's measured log
+    depth), the PCC is the partial PCC given depth: prediction and target each lose their linear dependence on
+    depth within the group first, so that the term rewards what each gene has of its own, not the one pattern
+    of sequencing depth that nearly every gene's log-normalised values share on sparse spots.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
     mse = F.mse_loss(pred, target)
     fit = mse if loss == "mse" else poisson_deviance(pred, target, exposure, count_means)
-    pccs = [
-        pearson_per_gene(pred[group == g], target[group == g]).mean()
-        for g in torch.unique(group)
-        if int((group == g).sum()) >= 2
-    ]
+    pccs = []
+    for g in torch.unique(group):
+        rows = group == g
+        if int(rows.sum()) < 2:
+            continue
+        p, t = pred[rows], target[rows]
+        if depth is not None:
+            p, t = without_depth(p, depth[rows]), without_depth(t, depth[rows])
+        pccs.append(pearson_per_gene(p, t).mean())
     pcc = torch.stack(pccs).mean() if pccs else torch.zeros((), device=pred.device)
     total = fit + pcc_weight * (1 - pcc)
     parts = {"loss": float(total.detach()), "mse": float(mse.detach()), "pcc": float(pcc.detach())}

@@ -35,6 +35,9 @@ class TrainingPreset:
         Optimiser steps per epoch, whatever the tissue's area (``None``: one pass over the patches).
     pcc_weight
         Lambda in fit term + lambda * (1 - PCC).
+    pcc_given_depth
+        The PCC term is the partial PCC given each shape's measured log depth (see
+        :func:`pixnet.training.loss.pixnet_loss`), so it does not reward one depth-like map for every gene.
     loss
         The fit term beside the PCC term: ``"mse"`` on log targets (the paper's) or ``"poisson"``, the deviance
         of the counts with each spot's total as exposure (see :func:`pixnet.training.loss.pixnet_loss`).
@@ -75,6 +78,7 @@ class TrainingPreset:
     learning_rate: float
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
+    pcc_given_depth: bool = False
     loss: str = "mse"
     lr_schedule: str = "constant"
     average_epochs: int = 0

@@ -43,13 +43,26 @@ def select_genes(
     tables = [tables] if isinstance(tables, ad.AnnData) else list(tables)
     if not tables:
         raise ValueError("select_genes needs at least one table.")
+    for t in tables:
+        if t.var_names.has_duplicates:
+            repeated = t.var_names[t.var_names.duplicated()].unique().tolist()
+            raise ValueError(
+                f"A measured table names {len(repeated)} genes more than once, e.g. {repeated[:5]}; make them "
+                "unique first (anndata's table.var_names_make_unique())."
+            )
     shared = tables[0].var_names
     for t in tables[1:]:
         shared = shared.intersection(t.var_names, sort=False)
     if genes is not None:
+        if isinstance(genes, str) or len(genes) == 0:
+            raise ValueError(f"genes must be a non-empty list of gene names, got {genes!r}.")
+        repeated = sorted({g for g in genes if list(genes).count(g) > 1})
+        if repeated:
+            raise ValueError(f"genes lists {repeated[:5]} more than once; each gene can be modelled once.")
         missing = [g for g in genes if g not in shared]
         if missing:
-            raise ValueError(f"{len(missing)} requested genes are missing from some tables, e.g. {missing[:5]}.")
+            hint = close_names(missing[0], shared) or "."
+            raise ValueError(f"{len(missing)} requested genes are missing from some tables, e.g. {missing[:5]}{hint}")
         return {"method": "list", "params": {}, "genes": list(genes)}
     if n_top < 1:
         raise ValueError(f"n_top must be >= 1, got {n_top}.")
@@ -58,6 +71,17 @@ def select_genes(
     means = np.mean([_mean_fraction(t[:, shared]) for t in tables], axis=0)
     order = np.argsort(-means, kind="stable")[: min(n_top, len(shared))]
     return {"method": "top_mean", "params": {"n_top": int(n_top)}, "genes": [str(g) for g in shared[order]]}
+
+
+def close_names(name: str, names: Sequence[str]) -> str:
+    """``"; did you mean ...?"`` with the names closest to ``name`` (case ignored), or ``""``."""
+    import difflib
+
+    by_lower = {}
+    for n in names:
+        by_lower.setdefault(str(n).lower(), str(n))
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
 
 
 def _mean_fraction(table: ad.AnnData) -> np.ndarray:

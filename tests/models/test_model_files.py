@@ -56,6 +56,13 @@ def test_save_records_hashes_and_load_refuses_a_modified_weights_file(saved):
         ({"genes": ["G0", "G1", "G2", "G3"]}, "has shape"),  # one gene more than the head has
         ({"output_stride": 3}, "'output_stride' must be 1, 2 or 4"),
         ({"unknown_field": 1}, "is not a PixNet config"),
+        # values that would load and then compute NaN or infinity
+        ({"encoder": {"name": "resnet18", "mean": [0.5] * 3, "std": [0.0, 0.5, 0.5]}}, "'encoder' must be"),
+        ({"encoder": {"name": "resnet18", "mean": [float("nan")] * 3, "std": [0.5] * 3}}, "'encoder' must be"),
+        ({"encoder": {"name": "resnet18", "mean": [0.5], "std": [0.5] * 3}}, "three finite 'mean' values"),
+        ({"normalization": {"method": "total_log", "params": {"target_sum": -1}}}, "'normalization' must be"),
+        ({"normalization": {"method": "total_log", "params": {"reference_area_um2": 0}}}, "'target_sum' and"),
+        ({"normalization": {"method": "zscore"}}, "'method' one of"),
     ],
 )
 def test_a_config_that_does_not_describe_the_weights_is_refused_before_building(saved, fields, message):
@@ -196,3 +203,24 @@ def test_replace_folder_needs_no_existing_target(tmp_path):
     with folder_lock(path):
         replace_folder(staged, path)
     assert (path / "x").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["fresh"]
+
+
+def test_a_history_that_is_not_a_list_of_records_is_refused(saved):
+    record = json.loads((saved / "config.json").read_text())
+    record["history"] = "trained"
+    (saved / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="field 'history' must be a list of per-epoch records"):
+        load_model(saved)
+
+
+def test_overwrite_replaces_a_model_folder_but_never_a_users_folder(saved, tmp_path):
+    tiny_pixnet().save(saved, overwrite=True)  # a model folder: replaced
+    users = tmp_path / "my_results"
+    users.mkdir()
+    (users / "figure.png").write_bytes(b"not a model")
+    with pytest.raises(FileExistsError, match="is not a pixnet model folder"):
+        tiny_pixnet().save(users, overwrite=True)
+    assert [p.name for p in users.iterdir()] == ["figure.png"]  # untouched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_model(tiny_pixnet().save(empty, overwrite=True)).genes == tiny_pixnet().genes

@@ -1,5 +1,6 @@
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -64,3 +65,18 @@ def test_exposure_turns_values_back_into_counts():
         values = norm.inverse_transform(normalize(table, ["a", "b"], norm, area_um2=area))
         exposure = norm.exposure(spot_totals(table), area)
         np.testing.assert_allclose(values * exposure[:, None], [[10, 30], [1, 3]], rtol=1e-5)
+
+
+def test_gene_lists_that_cannot_be_modelled_are_refused_up_front():
+    table = ad.AnnData(np.ones((3, 3)), var=pd.DataFrame(index=["SYN001", "SYN002", "CD74"]))
+    with pytest.raises(ValueError, match=r"genes lists \['SYN001'\] more than once"):
+        select_genes(table, genes=["SYN001", "SYN001"])
+    with pytest.raises(ValueError, match="non-empty list of gene names"):
+        select_genes(table, genes=[])
+    with pytest.raises(ValueError, match="non-empty list of gene names"):
+        select_genes(table, genes="SYN001")
+    with pytest.raises(ValueError, match="did you mean 'CD74'"):
+        select_genes(table, genes=["cd74"])
+    twice = ad.AnnData(np.ones((3, 2)), var=pd.DataFrame(index=["CD74", "CD74"]))
+    with pytest.raises(ValueError, match=r"names 1 genes more than once.*var_names_make_unique"):
+        select_genes(twice, n_top=1)

@@ -25,6 +25,7 @@ from ..data.pairing import paired_values
 from ..data.tables import table_regions
 from ..dense.threads import releases_threads
 from ..metrics import gene_metrics
+from ..pp import close_names
 from ._utils import colorbar, finish
 
 __all__ = ["MapWindow", "dense_map", "expression", "map_window", "uncertainty"]
@@ -337,7 +338,8 @@ def _map_values(sdata, genes, map_name: str, image: str | None, region: Box | No
     genes = [str(dense.coords["c"].values[0])] if genes is None else list(genes)
     missing = [g for g in genes if g not in dense.coords["c"].values]
     if missing:
-        raise ValueError(f"{missing} are not channels of {map_name!r}.")
+        channels = [str(c) for c in dense.coords["c"].values]
+        raise ValueError(f"{missing} are not channels of {map_name!r}{close_names(missing[0], channels) or '.'}")
     inputs = resolve_inputs(sdata, image, [], level=0, require_pixel_size=False)
     cs = inputs.image.coordinate_system
     map_to_image = np.linalg.inv(affine_matrix(sdata.images[inputs.image.name], cs)) @ affine_matrix(

@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..pp import NORMALIZATIONS
 from .atomic import folder_lock, needs_recovery, recover_folder, replace_folder, resolve_target, staging_folder
 from .version import VERSION
 
@@ -45,6 +46,12 @@ def save_folder(
         recover_folder(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+        if path.exists() and not is_model_folder(path):
+            raise FileExistsError(
+                f"{path} exists and is not a pixnet model folder (it has no {CONFIG} written by pixnet): pixnet "
+                "replaces only its own model folders, even with overwrite=True. Choose another folder, or remove "
+                "this one yourself."
+            )
         try:
             _write_and_swap(path, files, config, history, extra)
         except BaseException:
@@ -52,6 +59,19 @@ def save_folder(
                 recover_folder(path)
             raise
     return path
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` is an empty folder or one that pixnet saved a model into (what ``overwrite`` may replace)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        record = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "format_version" in record and isinstance(record.get("config"), dict)
 
 
 def _write_and_swap(path: Path, files, config, history, extra) -> None:
@@ -113,6 +133,7 @@ def read_record(path: str | Path, files: list[str], method: str | None = None) -
                 "damaged. Save the model again."
             )
     check_config(record["config"], path / CONFIG)
+    check_history(record.get("history", []), path / CONFIG)
     return record
 
 
@@ -135,10 +156,43 @@ _FIELDS = {
     "k": (int, lambda v: 1 <= v <= 10_000, "an integer between 1 and 10000"),
     "map_stride": (int, lambda v: 1 <= v <= 4096, "an integer between 1 and 4096"),
     "reference_area_px": ((int, float), lambda v: math.isfinite(v) and v > 0, "a positive number"),
-    "encoder": (dict, lambda v: isinstance(v.get("name"), str), "an encoder record with a 'name'"),
-    "normalization": (dict, lambda v: True, "a normalisation record"),
+    "encoder": (
+        dict,
+        lambda v: (
+            isinstance(v.get("name"), str)
+            and all(_finite_triple(v.get(k, (0.5, 0.5, 0.5))) for k in ("mean", "std"))
+            and min(v.get("std", (0.5,))) > 0
+        ),
+        "an encoder record with a 'name' and three finite 'mean' values and three positive 'std' values",
+    ),
+    "normalization": (
+        dict,
+        lambda v: (
+            v.get("method") in NORMALIZATIONS
+            and all(_positive(v.get("params", {}).get(k, 1.0)) for k in ("target_sum", "reference_area_um2"))
+        ),
+        f"a normalisation record: 'method' one of {NORMALIZATIONS}, 'target_sum' and 'reference_area_um2' > 0",
+    ),
     "gene_selection": (dict, lambda v: True, "a gene selection record"),
 }
+
+
+def _finite_triple(values) -> bool:
+    return (
+        isinstance(values, list | tuple)
+        and len(values) == 3
+        and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values)
+    )
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_history(history, source: Path) -> None:
+    """Refuse a training history that is not a list of records (one dict per epoch)."""
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError(f"{source}: field 'history' must be a list of per-epoch records, got {str(history)[:80]!r}.")
 
 
 def check_config(config: dict, source: Path) -> None:

@@ -130,6 +130,27 @@ def test_failed_predict_leaves_no_store_and_ctrl_c_is_one_line(hd_folder, tmp_pa
     assert main([*args, "--shapes", "bins_8um"]) == 130
     assert capsys.readouterr().err.strip() == "pixnet predict: interrupted" and not store.exists()
 
+    def diverged(*args, **kwargs):
+        raise FloatingPointError("The loss became nan")
+
+    monkeypatch.setattr(pixnet.tl, "predict", diverged)  # any error type: one line, the traceback with --verbose
+    assert main([*args, "--shapes", "bins_8um"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "pixnet predict: error: FloatingPointError: The loss became nan (run again with --verbose for the traceback)"
+    ]
+    with pytest.raises(FloatingPointError):
+        main([*args, "--shapes", "bins_8um", "--verbose"])
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(hd_folder, tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "notes.txt").write_text("mine")
+    assert main(["train", str(hd_folder), "--out", str(results), "--overwrite", "-q", *TINY]) == 2
+    assert "is not a pixnet model folder" in capsys.readouterr().err
+    assert [p.name for p in results.iterdir()] == ["notes.txt"]
+
 
 def test_train_checkpoints_and_resumes_from_the_command_line(hd_folder, tmp_path, capsys):
     checkpoints = tmp_path / "checkpoints"

@@ -53,9 +53,9 @@ def _read(path: Path, section: str | None = None):
 
 def _train(args: argparse.Namespace) -> None:
     from . import tl
+    from .utils.model_files import check_model_target
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out.")
+    check_model_target(args.out, args.overwrite)  # before training, not after
     sections = [_read(path, section) for path in args.inputs for section in _sections_of(path, args.section)]
     model = tl.train(
         sections,
@@ -74,6 +74,9 @@ def _train(args: argparse.Namespace) -> None:
         **{name: getattr(args, name) for name in _train_option_names() if hasattr(args, name)},
     )
     model.save(args.out, overwrite=args.overwrite)
+    if not model.history:
+        print(f"Saved {model!r}, untrained (no epochs), to {args.out}")
+        return
     last = model.history[-1]
     scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch" and isinstance(v, float))
     print(f"Trained {model!r}\n  last epoch: {scores}\n  saved to {args.out}")
@@ -321,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pixnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a library's own error, or a bug: one line; the traceback with --verbose
+        if args.verbose:
+            raise
+        print(
+            f"pixnet {args.command}: error: {type(err).__name__}: {err} (run again with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -145,3 +145,47 @@ def test_shapes_outside_the_image_count_their_inside_area_and_none_inside_is_ref
     sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(far)
     with pytest.raises(ValueError, match="None of the 2 shapes of 'synthetic_visium_spots' lies on image"):
         pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=model, copy=True, progress=False)
+
+
+def test_invalid_polygons_are_refused_before_anything_is_read_out():
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+    from spatialdata.models import ShapesModel
+
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    square = Polygon([(20, 20), (60, 20), (60, 60), (20, 60)])
+    bow_tie = Polygon([(80, 80), (120, 120), (120, 80), (80, 120)])  # self-intersecting: shapely's area is 0
+    cells = gpd.GeoDataFrame(geometry=[square, bow_tie], index=["ok", "bow_tie"])
+    sdata.shapes["cells"] = ShapesModel.parse(cells, transformations=get_transformation(sdata[IMAGE], get_all=True))
+    with pytest.raises(ValueError, match=r"1 invalid polygons \(e.g. index 'bow_tie': Self-intersection.*make_valid"):
+        pixnet.tl.predict(sdata, shapes="cells", model=_model(0.5), copy=True, progress=False)
+    assert "pixnet_cells" not in sdata.tables and "pixnet_map" not in sdata.images
+    sdata["cells"].geometry = sdata["cells"].geometry.make_valid()  # what the message says to do
+    tables = pixnet.tl.predict(sdata, shapes="cells", model=_model(0.5), copy=True, progress=False).tables
+    assert (tables["pixnet_cells"].obs["area_um2"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tile_size": 0}, r"tile_size must be a multiple of 32 map pixels \(at least 32\), got 0"),
+        ({"tile_size": -32}, "tile_size must be a multiple of 32"),
+        ({"tile_size": 100}, "tile_size must be a multiple of 32"),
+        ({"halo": -32}, "halo must be a multiple of 32 map pixels, got -32"),
+    ],
+)
+def test_predict_refuses_tiles_that_cannot_be_computed(options, message):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    with pytest.raises(ValueError, match=message):
+        pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", model=_model(0.5), progress=False, **options)
+    assert "pixnet_map" not in sdata.images
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"batch_size": 2.5}, "batch_size must be an integer, got 2.5"), ({"epochs": True}, "epochs must be an integer")],
+)
+def test_train_refuses_options_of_the_wrong_type(options, message):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    with pytest.raises(ValueError, match=message):
+        pixnet.tl.train(sdata, progress=False, **options)

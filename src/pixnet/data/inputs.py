@@ -311,6 +311,13 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
         kind = "square" if BIN_NAME.search(name) and axis_aligned else "circle"
         polygons, size_um = None, 2 * half * px_um
     elif kinds <= {3, 6}:  # polygons, multipolygons
+        invalid = ~shapely.is_valid(geometry)
+        if invalid.any():  # e.g. a self-intersecting outline: its area (0 for a bow-tie) and its pixels disagree
+            raise ValueError(
+                f"Shapes {name!r} hold {int(invalid.sum())} invalid polygons (e.g. index {gdf.index[invalid][0]!r}: "
+                f"{shapely.is_valid_reason(geometry[invalid][0])}), whose areas and pixels disagree. Repair them "
+                f"first, e.g. sdata[{name!r}].geometry = sdata[{name!r}].geometry.make_valid(), or drop them."
+            )
         # squares need no geometry copy: without rotation their bounds transform exactly (millions of 2 µm bins)
         bounds = shapely.bounds(geometry)
         width, height = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import dask
 import dask.array as da
 import numpy as np
@@ -51,6 +53,15 @@ def map_shape(image: ResolvedImage, microns_per_pixel: float) -> tuple[int, int,
     return int(np.ceil(height * factor - 1e-9)), int(np.ceil(width * factor - 1e-9)), factor
 
 
+def check_tiles(tile_size, halo) -> None:
+    """Refuse a ``tile_size`` (> 0) or ``halo`` (>= 0) that is not an integer multiple of the encoder's 32 pixels."""
+    for name, value, least in (("tile_size", tile_size, _ALIGN), ("halo", halo, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least or value % _ALIGN:
+            raise ValueError(
+                f"{name} must be a multiple of {_ALIGN} map pixels{' (at least 32)' if least else ''}, got {value!r}."
+            )
+
+
 def lazy_dense_map(
     model,
     image: ResolvedImage,
@@ -84,8 +95,7 @@ def lazy_dense_map(
     True
 
     """
-    if tile_size % _ALIGN or halo % _ALIGN:
-        raise ValueError(f"tile_size and halo must be multiples of {_ALIGN}, got {tile_size} and {halo}.")
+    check_tiles(tile_size, halo)
     height, width, factor = map_shape(image, model.microns_per_pixel)
     source = image.data.data
     # Tasks take the source's blocks as delayed objects of one graph: slicing the dask array per tile would

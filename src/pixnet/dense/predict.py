@@ -24,7 +24,7 @@ from ..utils.registry import recall
 from ..utils.settings import settings
 from .aggregate import aggregate_spans
 from .elements import add_tables, check_names_free, new_elements, provenance, shape_table
-from .lazy_map import lazy_dense_map
+from .lazy_map import check_tiles, lazy_dense_map
 from .map_cache import MapCache
 from .resolution import check_map_resolves
 from .store import StoreTransaction
@@ -150,6 +150,7 @@ def predict(
         model,
         image,
         key_added,
+        tile_size,
         halo,
         dtype,
         write,
@@ -216,6 +217,7 @@ def _resolve_request(
     model,
     image,
     key_added,
+    tile_size,
     halo,
     dtype,
     write,
@@ -231,6 +233,7 @@ def _resolve_request(
         raise ValueError("No model given and none was trained on this object; pass model= (e.g. PixNet.load(path)).")
     if halo is None:
         halo = max(64, -(-model.config.patch_size // 64) * 32)
+    check_tiles(tile_size, halo)
     shape_list = [] if shapes is None else ([shapes] if isinstance(shapes, str) else list(shapes))
     inputs = resolve_inputs(
         sdata, image, shape_list, target_microns_per_pixel=model.microns_per_pixel, **(resolve_kwargs or {})

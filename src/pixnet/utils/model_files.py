@@ -44,14 +44,7 @@ def save_folder(
     path = resolve_target(path)
     with folder_lock(path):
         recover_folder(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-        if path.exists() and not is_model_folder(path):
-            raise FileExistsError(
-                f"{path} exists and is not a pixnet model folder (it has no {CONFIG} written by pixnet): pixnet "
-                "replaces only its own model folders, even with overwrite=True. Choose another folder, or remove "
-                "this one yourself."
-            )
+        check_model_target(path, overwrite)
         try:
             _write_and_swap(path, files, config, history, extra)
         except BaseException:
@@ -59,6 +52,19 @@ def save_folder(
                 recover_folder(path)
             raise
     return path
+
+
+def check_model_target(path: str | Path, overwrite: bool) -> None:
+    """Refuse to save a model over an existing path, unless ``overwrite`` and the path is a pixnet model folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
+    if path.exists() and not is_model_folder(path):
+        raise FileExistsError(
+            f"{path} exists and is not a pixnet model folder (it has no {CONFIG} written by pixnet): pixnet "
+            "replaces only its own model folders, even with overwrite=True. Choose another folder, or remove "
+            "this one yourself."
+        )
 
 
 def is_model_folder(path: Path) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Self
@@ -34,6 +36,8 @@ class Options:
             value = getattr(self, name, None)
             if choices is not None and value is not None and value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+            if _is_int_hint(hint) and value is not None and (isinstance(value, bool) or not _is_integer(value)):
+                raise ValueError(f"{name} must be an integer, got {value!r}.")
         self._check()
 
     def _check(self) -> None:
@@ -73,12 +77,21 @@ class Options:
         return dataclasses.asdict(self)
 
 
+def _is_int_hint(hint) -> bool:
+    """``int`` or ``int | None``."""
+    return hint is int or (typing.get_origin(hint) in (typing.Union, types.UnionType) and int in typing.get_args(hint))
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral)
+
+
 def check_positive(options: Options, *names: str, allow_zero: bool = False) -> None:
     """Refuse fields (when set) that are not finite numbers > 0 (or >= 0 with ``allow_zero``)."""
     for name in names:
         value = getattr(options, name)
         if value is None:
             continue
-        valid = isinstance(value, int | float) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+        valid = isinstance(value, numbers.Real) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
         if not valid:
             raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}.")

@@ -78,3 +78,81 @@ def test_a_hest_folder_trains_and_predicts_through_the_cli(tmp_path, capsys):
     assert main([*args, "--out", str(store), "-q"]) == 0
     assert main(["evaluate", str(store), "--predicted", "pixnet_TENX01_spots"]) == 0
     assert "pcc_m" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def hest_folder(tmp_path_factory):
+    return write_hest(tmp_path_factory.mktemp("hest"), "TENX00")
+
+
+def _damaged_copy(source, tmp_path, damage):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(source, folder)
+    damage(folder)
+    return folder
+
+
+def _edit_metadata(**fields):
+    def damage(folder):
+        path = folder / "metadata" / "TENX00.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+    return damage
+
+
+def _write(relative, content):
+    def damage(folder):
+        path = folder / relative
+        path.write_bytes(content(path.read_bytes()) if callable(content) else content)
+
+    return damage
+
+
+def _edit_st(edit):
+    def damage(folder):
+        path = folder / "st" / "TENX00.h5ad"
+        table = ad.read_h5ad(path)
+        edit(table)
+        table.write_h5ad(path)
+
+    return damage
+
+
+def _nan_first_spot(table):
+    table.obsm["spatial"] = table.obsm["spatial"].astype(float)
+    table.obsm["spatial"][0, 0] = np.nan
+
+
+def _grayscale(folder):
+    tifffile.imwrite(folder / "wsis" / "TENX00.tif", np.zeros((64, 64), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_edit_metadata(pixel_size_um_estimated=0), r"TENX00.json: field 'pixel_size_um_estimated' must be a positive"),
+        (_edit_metadata(pixel_size_um_estimated=-0.5), "field 'pixel_size_um_estimated' must be a positive number"),
+        (_edit_metadata(pixel_size_um_estimated=float("nan")), "must be a positive number .*got nan"),
+        (_edit_metadata(pixel_size_um_estimated="0.5um"), r"must be a positive number .*got '0.5um'"),
+        (_edit_metadata(spot_diameter=-55), "field 'spot_diameter' must be a positive number"),
+        (_write("metadata/TENX00.json", lambda b: b[: len(b) // 2]), r"TENX00.json is not valid JSON"),
+        (_write("metadata/TENX00.json", b"[1, 2]"), "must hold a JSON object of metadata, got list"),
+        (_write("st/TENX00.h5ad", lambda b: b[: len(b) // 2]), r"TENX00.h5ad is not a readable h5ad file"),
+        (_write("wsis/TENX00.tif", lambda b: b[:4096]), r"TENX00.tif is not a readable TIFF"),
+        (_edit_st(_nan_first_spot), r"obsm\['spatial'\] has 1 spots without finite coordinates"),
+        (_edit_st(lambda t: t.obsm.__setitem__("spatial", t.obsm["spatial"][:, :1])), r"must hold x and y per spot"),
+        (_grayscale, r"TENX00.tif has shape \(64, 64\): pixnet needs an RGB"),
+    ],
+)
+def test_a_damaged_hest_folder_names_the_file_and_the_field(hest_folder, tmp_path, damage, message):
+    folder = _damaged_copy(hest_folder, tmp_path, damage)
+    with pytest.raises(ValueError, match=message):
+        pixnet.datasets.hest("TENX00", folder)
+
+
+def test_an_empty_hest_folder_says_so(tmp_path):
+    (tmp_path / "st").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no HEST samples"):
+        pixnet.datasets.hest(None, tmp_path)

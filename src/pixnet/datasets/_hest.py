@@ -42,10 +42,57 @@ def hest_samples(path: str | Path) -> list[str]:
 
 def _wsi(path: Path) -> da.Array:
     """The WSI's full-resolution level as a lazy ``(y, x, c)`` array, one task per TIFF tile."""
-    store = tifffile.imread(path, aszarr=True)
-    opened = zarr.open(store, mode="r")
-    level0 = opened[sorted(opened.keys(), key=int)[0]] if isinstance(opened, zarr.Group) else opened
+    try:
+        store = tifffile.imread(path, aszarr=True)
+        opened = zarr.open(store, mode="r")
+        level0 = opened[sorted(opened.keys(), key=int)[0]] if isinstance(opened, zarr.Group) else opened
+        np.asarray(level0[-1:, -1:])  # one tile, the last: a truncated file fails here, not minutes into training
+    except Exception as error:  # tifffile and zarr raise many types for a damaged file
+        raise ValueError(f"{path} is not a readable TIFF ({type(error).__name__}: {error}).") from None
+    if level0.ndim != 3 or level0.shape[-1] not in (3, 4):
+        raise ValueError(f"{path} has shape {level0.shape}: pixnet needs an RGB(A) H&E image (y, x, 3 or 4 channels).")
     return da.from_zarr(level0)
+
+
+def _metadata(path: Path) -> dict:
+    try:
+        metadata = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path} must hold a JSON object of metadata, got {type(metadata).__name__}.")
+    return metadata
+
+
+def _positive_field(metadata: dict, keys: tuple[str, ...], path: Path, what: str, default=None) -> float:
+    """The first of ``keys`` present in ``metadata`` (else ``default``), checked to be a positive number."""
+    key = next((k for k in keys if metadata.get(k) is not None), None)
+    value = metadata[key] if key is not None else default
+    if value is None:
+        raise ValueError(f"{path} has no {' nor '.join(repr(k) for k in keys)} ({what}).")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{path}: field {key!r} must be a positive number ({what}), got {value!r}.")
+    return float(value)
+
+
+def _counts(path: Path) -> tuple[ad.AnnData, np.ndarray]:
+    """The counts and the spot centres (``obsm["spatial"]``, full-resolution pixels) of a HEST ``st`` file."""
+    try:
+        table = ad.read_h5ad(path)
+    except Exception as error:  # h5py and anndata raise many types for a damaged file
+        raise ValueError(f"{path} is not a readable h5ad file ({type(error).__name__}: {error}).") from None
+    if "spatial" not in table.obsm:
+        raise ValueError(f"{path} has no obsm['spatial'] (spot centres in full-resolution pixels).")
+    centres = np.asarray(table.obsm["spatial"], dtype=np.float64)
+    if centres.ndim != 2 or centres.shape[1] < 2 or len(centres) != table.n_obs:
+        raise ValueError(f"{path}: obsm['spatial'] must hold x and y per spot, got shape {centres.shape}.")
+    bad = ~np.isfinite(centres[:, :2]).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{path}: obsm['spatial'] has {int(bad.sum())} spots without finite coordinates (e.g. "
+            f"{table.obs_names[bad][0]!r}); drop them first."
+        )
+    return table, centres[:, :2]
 
 
 def hest(sample_id: str | None, path: str | Path) -> SpatialData:
@@ -78,6 +125,8 @@ def hest(sample_id: str | None, path: str | Path) -> SpatialData:
     """
     path = Path(path)
     samples = hest_samples(path)
+    if not samples:
+        raise FileNotFoundError(f"{path / 'st'} holds no HEST samples ({{id}}.h5ad files).")
     if sample_id is None:
         if len(samples) != 1:
             raise ValueError(f"{path} holds the HEST samples {samples}; choose one with sample_id=.")
@@ -90,18 +139,19 @@ def hest(sample_id: str | None, path: str | Path) -> SpatialData:
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"HEST sample {sample_id!r} lacks {missing} (samples in {path}: {samples}).")
-    metadata = json.loads(files["metadata"].read_text())
-    mpp = metadata.get("pixel_size_um_estimated") or metadata.get("pixel_size_um_embedded")
-    if not mpp:
-        raise ValueError(f"{files['metadata']} has no pixel_size_um_estimated (nor pixel_size_um_embedded).")
+    metadata = _metadata(files["metadata"])
+    mpp = _positive_field(
+        metadata, ("pixel_size_um_estimated", "pixel_size_um_embedded"), files["metadata"], "µm per pixel of the WSI"
+    )
     technology = metadata.get("st_technology", "")
-    diameter_um = metadata.get("spot_diameter") or TECHNOLOGY_SPOT_UM.get(technology)
-    if not diameter_um:
-        raise ValueError(f"{files['metadata']} has no spot_diameter, and {technology!r} has no known spot size.")
-    table = ad.read_h5ad(files["st"])
-    if "spatial" not in table.obsm:
-        raise ValueError(f"{files['st']} has no obsm['spatial'] (spot centres in full-resolution pixels).")
-    centres = np.asarray(table.obsm["spatial"], dtype=np.float64)
+    diameter_um = _positive_field(
+        metadata,
+        ("spot_diameter",),
+        files["metadata"],
+        f"µm; {technology!r} has no known spot size",
+        TECHNOLOGY_SPOT_UM.get(technology),
+    )
+    table, centres = _counts(files["st"])
     diameter_px = float(diameter_um) / float(mpp)
     spots = f"{sample_id}_spots"
     transform = {sample_id: Identity()}

@@ -189,3 +189,26 @@ def test_train_refuses_options_of_the_wrong_type(options, message):
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
     with pytest.raises(ValueError, match=message):
         pixnet.tl.train(sdata, progress=False, **options)
+
+
+def test_a_patch_larger_than_every_section_is_refused_before_it_is_allocated():
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)  # 75 px a side at 4 µm/px
+    with pytest.raises(ValueError, match=r"patch_size=4096 px \(16384 µm at 4 µm/px\) is larger than every .* at most 64"):
+        pixnet.tl.train(sdata, patch_size=4096, progress=False)
+
+
+def test_training_shapes_that_miss_the_image_or_repeat_ids_are_refused_up_front():
+    from spatialdata.models import ShapesModel
+
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    spots = sdata.shapes["synthetic_visium_spots"]
+    far = spots.copy()
+    far.geometry = far.geometry.translate(xoff=1e6)
+    sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(far)
+    with pytest.raises(ValueError, match="None of the 2 shapes of 'synthetic_visium_spots' lies on image"):
+        pixnet.tl.train(sdata, progress=False)
+    repeated = spots.copy()
+    repeated.index = [0] * len(repeated)
+    sdata.shapes["synthetic_visium_spots"] = ShapesModel.parse(repeated)
+    with pytest.raises(ValueError, match=r"Shapes 'synthetic_visium_spots' have 1 ids used more than once \(e.g. '0'\)"):
+        pixnet.tl.train(sdata, progress=False)

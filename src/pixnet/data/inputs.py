@@ -294,6 +294,12 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
     gdf = sdata.shapes[name]
     if len(gdf) == 0:
         raise ValueError(f"Shapes {name!r} is empty.")
+    if gdf.index.has_duplicates:  # a table row could not name its shape
+        repeated = gdf.index[gdf.index.duplicated()].unique()
+        raise ValueError(
+            f"Shapes {name!r} have {len(repeated)} ids used more than once (e.g. {str(repeated[0])!r}); each shape needs "
+            "its own index value, which its table's instance_key refers to."
+        )
     to_pixel = np.linalg.inv(image.pixel_to_cs) @ affine_matrix(gdf, image.coordinate_system)
     scale = linear_scale(to_pixel, f"shapes {name!r}")
     px_um = image.microns_per_pixel

@@ -15,7 +15,7 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Spans", "shape_spans", "span_pixels", "span_sums"]
+__all__ = ["Spans", "check_on_image", "shape_spans", "span_pixels", "span_sums"]
 
 
 @dataclass
@@ -183,3 +183,15 @@ def resolved_spans(shapes, factor: float = 1.0, origin=(0.0, 0.0), rows: np.ndar
     half = shapes.half_size[rows] * factor
     area = np.pi * half**2 if shapes.kind == "circle" else (2 * half) ** 2
     return shape_spans(shapes.kind, centres, half), centres, area
+
+
+def check_on_image(inputs) -> None:
+    """Refuse a shape set of which no shape overlaps the image (:class:`pixnet.ResolvedInputs`)."""
+    height, width = inputs.image.data.shape[1:]
+    for name, resolved in inputs.shapes.items():
+        if len(resolved) and not overlaps_box(resolved, height, width).any():
+            raise ValueError(
+                f"None of the {len(resolved)} shapes of {name!r} lies on image {inputs.image.name!r} "
+                f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
+                "they belong to this image."
+            )

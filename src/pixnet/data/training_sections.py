@@ -9,8 +9,9 @@ from spatialdata import SpatialData
 from ..pp import Normalization, check_counts
 from .inputs import ResolvedInputs, resolve_inputs
 from .patches import Section, build_section, split_by_region, split_by_section
+from .spans import check_on_image
 
-__all__ = ["name_sections", "resolve_sections", "training_sections"]
+__all__ = ["check_patch_fits", "name_sections", "resolve_sections", "training_sections"]
 
 
 def _per_section(value, n: int, what: str) -> list:
@@ -27,6 +28,22 @@ def _per_section(value, n: int, what: str) -> list:
     if len(value) != n:
         raise ValueError(f"{what}= has {len(value)} entries for {n} sections; give one per section or one for all.")
     return list(value)
+
+
+def check_patch_fits(resolved: Sequence[ResolvedInputs], patch_size: int, microns_per_pixel: float) -> None:
+    """Refuse a training patch larger than every section's image, before a padded image of its size is allocated."""
+    sides = [
+        max(r.image.data.sizes["y"], r.image.data.sizes["x"]) * r.image.microns_per_pixel / microns_per_pixel
+        for r in resolved
+    ]
+    if patch_size > max(sides):
+        largest = int(max(sides))
+        raise ValueError(
+            f"patch_size={patch_size} px ({patch_size * microns_per_pixel:g} µm at {microns_per_pixel:g} µm/px) is "
+            f"larger than every training image (the largest is {largest} px a side at that resolution): each patch "
+            f"would be mostly padding, and memory grows with its area. Choose a patch_size of at most "
+            f"{max(32, largest // 32 * 32)}."
+        )
 
 
 def resolve_sections(
@@ -56,6 +73,7 @@ def resolve_sections(
         for o, i, s, t in per_section
     ]
     for r in resolved:
+        check_on_image(r)
         for shape_set in r.shapes.values():
             check_counts(shape_set.table, shape_set.table_name)
     return objects, resolved

@@ -19,7 +19,7 @@ from spatialdata.transformations import Scale, Sequence, get_transformation
 from ..constants import Keys
 from ..data.images import MAX_UPSAMPLING, pyramid_levels
 from ..data.inputs import ResolvedInputs, resolve_inputs
-from ..data.spans import inside_fraction, overlaps_box, resolved_spans
+from ..data.spans import check_on_image, inside_fraction, resolved_spans
 from ..utils.registry import recall
 from ..utils.settings import settings
 from .aggregate import aggregate_spans
@@ -272,14 +272,7 @@ def _resolve_request(
     )
     if not copy:
         check_names_free(sdata, request.names, overwrite)
-    height, width = inputs.image.data.shape[1:]
-    for name, resolved in inputs.shapes.items():
-        if len(resolved) and not overlaps_box(resolved, height, width).any():
-            raise ValueError(
-                f"None of the {len(resolved)} shapes of {name!r} lies on image {inputs.image.name!r} "
-                f"({width} x {height} px in coordinate system {inputs.image.coordinate_system!r}); check that "
-                "they belong to this image."
-            )
+    check_on_image(inputs)
     return request
 
 

@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 
 from ..data.images import MAX_UPSAMPLING
 from ..data.shape_size import finest_shapes_um
-from ..data.training_sections import name_sections, resolve_sections, training_sections
+from ..data.training_sections import check_patch_fits, name_sections, resolve_sections, training_sections
 from ..dense.predict import predict
 from ..dense.resolution import check_map_resolves
 from ..nn import EncoderConfig, create_encoder
@@ -108,6 +108,7 @@ class TrainedModel:
         if params.microns_per_pixel * MAX_UPSAMPLING < image_mpp:
             params = cls._at_image_resolution(given, params, image_mpp, recipe, plan)
             objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        check_patch_fits(resolved, params.patch_size, params.microns_per_pixel)
         names = name_sections(resolved, section_names)
         gene_record = select_genes(
             [s.table for r in resolved for s in r.shapes.values()], n_top=n_top_genes, genes=genes

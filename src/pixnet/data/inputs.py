@@ -297,8 +297,8 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
     if gdf.index.has_duplicates:  # a table row could not name its shape
         repeated = gdf.index[gdf.index.duplicated()].unique()
         raise ValueError(
-            f"Shapes {name!r} have {len(repeated)} ids used more than once (e.g. {str(repeated[0])!r}); each shape needs "
-            "its own index value, which its table's instance_key refers to."
+            f"Shapes {name!r} have {len(repeated)} ids used more than once (e.g. {str(repeated[0])!r}); each shape "
+            "needs its own index value, which its table's instance_key refers to."
         )
     to_pixel = np.linalg.inv(image.pixel_to_cs) @ affine_matrix(gdf, image.coordinate_system)
     scale = linear_scale(to_pixel, f"shapes {name!r}")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pixnet.nn import ENCODERS, EncoderConfig, PixNetNetwork
+from pixnet.nn import ENCODERS, EncoderConfig, PixNetNetwork, encoders
 from pixnet.nn.encoders import cached_weights, load_vit_weights
 from pixnet.nn.vit import VIT_CONFIGS, ViTConfig, ViTPyramid
 
@@ -113,6 +113,17 @@ def test_weights_are_found_in_the_hugging_face_cache(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123" / "pytorch_model.bin").write_bytes(b"")
     assert cached_weights("MahmoodLab/UNI2-h") == repo / "snapshots" / "abc123" / "pytorch_model.bin"
+
+
+def test_missing_weights_are_found_missing_before_the_network_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    built = []
+    monkeypatch.setattr(encoders, "ViTPyramid", lambda *args: built.append(args))
+    with pytest.raises(FileNotFoundError, match=r"--encoder-weights on the command line"):
+        encoders.create_encoder("h_optimus_0", "hf")
+    with pytest.raises(FileNotFoundError, match="No weights file"):
+        encoders.create_encoder("h_optimus_0", tmp_path / "missing.safetensors")
+    assert built == []  # a ViT-g is never allocated only to be thrown away
 
 
 @pytest.mark.parametrize(

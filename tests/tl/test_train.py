@@ -152,3 +152,10 @@ def test_options_by_name_and_in_mappings_are_checked_together_and_once(small_spo
         pixnet.tl.train(small_spots, plan={"epochs": 1}, epochs=2, progress=False)
     with pytest.raises(TypeError, match="its options are"):
         pixnet.tl.train(small_spots, decoder_widht=8, progress=False)
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    (tmp_path / "checkpoints").write_text("a file")
+    with pytest.raises(ValueError, match="checkpoint_dir=.* is a file; checkpoints need a folder"):
+        pixnet.tl.train(sdata, checkpoint_dir=tmp_path / "checkpoints", progress=False)

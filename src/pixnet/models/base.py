@@ -89,6 +89,8 @@ class TrainedModel:
 
         """
         progress, device = settings.progress_for(progress), settings.device_for(device)
+        if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file; checkpoints need a folder.")
         normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
         given = params or cls.params_class()
         resolved = None

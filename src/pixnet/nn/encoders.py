@@ -55,7 +55,8 @@ def cached_weights(repo: str) -> Path:
                 return snapshot / name
     raise FileNotFoundError(
         f"{repo} is not in the Hugging Face cache ({folder}). It is gated: accept its licence on huggingface.co, "
-        f"run `huggingface-cli download {repo}`, or pass the weights file as encoder_weights=."
+        f"run `huggingface-cli download {repo}`, or pass the weights file as encoder_weights= (--encoder-weights on "
+        "the command line)."
     )
 
 
@@ -231,11 +232,14 @@ def create_encoder(name: str = "resnet18", weights: str | Path | None = None) ->
         # EfficientNet-Lite expects (x - 127) / 128 on 0..255 inputs
         return module, EncoderConfig(name, "imagenet" if weights == "imagenet" else str(path), HALF, HALF)
     if name in VIT_CONFIGS:
-        module = ViTPyramid(VIT_CONFIGS[name])
         repo, mean, std = FOUNDATION_MODELS[name]
         if weights == "random":
-            return module, EncoderConfig(name, "random", mean, std)
+            return ViTPyramid(VIT_CONFIGS[name]), EncoderConfig(name, "random", mean, std)
+        # found before the network is built: a ViT-g has 1.1 billion parameters to allocate for nothing
         path = cached_weights(repo) if weights == "hf" else Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"No weights file {path} for encoder {name!r}.")
+        module = ViTPyramid(VIT_CONFIGS[name])
         load_vit_weights(module, path)
         return module, EncoderConfig(name, "hf" if weights == "hf" else str(path), mean, std)
     raise ValueError(f"Unknown encoder {name!r}; choose one of {ENCODERS}.")

@@ -157,5 +157,5 @@ def test_options_by_name_and_in_mappings_are_checked_together_and_once(small_spo
 def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
     (tmp_path / "checkpoints").write_text("a file")
-    with pytest.raises(ValueError, match="checkpoint_dir=.* is a file; checkpoints need a folder"):
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.* is a file; checkpoints need a folder"):
         pixnet.tl.train(sdata, checkpoint_dir=tmp_path / "checkpoints", progress=False)

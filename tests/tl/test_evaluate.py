@@ -189,3 +189,20 @@ def test_first_component_share_per_section():
     assert summary.loc["A", "pc1_share"] == pytest.approx(share_a)
     assert summary.loc["mean", "pc1_share"] == pytest.approx(summary.loc[["A", "B"], "pc1_share"].mean())
     assert 0.25 <= share_a < 1.0
+
+
+def test_evaluating_shapes_that_were_never_measured_says_so():
+    import geopandas as gpd
+    from conftest import tiny_pixnet
+    from shapely.geometry import box
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    image = sdata["synthetic_visium_image"]
+    cells = gpd.GeoDataFrame(geometry=[box(20, 20, 40, 40), box(50, 50, 70, 70)])
+    sdata["cells"] = ShapesModel.parse(cells, transformations=get_transformation(image, get_all=True))
+    model = tiny_pixnet(genes=list(sdata["synthetic_visium_table"].var_names[:3]), microns_per_pixel=0.5)
+    pixnet.tl.predict(sdata, shapes="cells", model=model, progress=False)
+    with pytest.raises(ValueError, match=r"'cells': they were never measured, .* to compare the predictions with"):
+        pixnet.tl.evaluate(sdata, "pixnet_cells")

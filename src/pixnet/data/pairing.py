@@ -91,7 +91,9 @@ def paired_values(
         regions = tables.table_regions(predicted_table)
         if sdata is None or len(regions) != 1:
             raise ValueError("Cannot find the measured table by itself: pass measured= (a table name or AnnData).")
-        measured = tables.measured_table(sdata, regions[0], None, required=True)
+        measured = tables.measured_table(
+            sdata, regions[0], None, required=True, purpose="to compare the predictions with (pass measured=)"
+        )
     measured_table, measured_name = _table(sdata, measured, "measured")
     if Keys.UNS in measured_table.uns and normalization is None:
         raise ValueError(f"The measured table {measured_name!r} is a pixnet output, not a measurement.")

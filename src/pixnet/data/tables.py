@@ -28,8 +28,13 @@ def table_regions(table: ad.AnnData) -> list[str]:
     return [region] if isinstance(region, str) else list(region)
 
 
-def measured_table(sdata: SpatialData, shapes: str, table: str | None, required: bool) -> str | None:
-    """The table of measurements annotating ``shapes``: ``table`` when given and valid, else the only one."""
+def measured_table(
+    sdata: SpatialData, shapes: str, table: str | None, required: bool, purpose: str = "to train on"
+) -> str | None:
+    """The table of measurements annotating ``shapes``: ``table`` when given and valid, else the only one.
+
+    ``purpose`` ends the message when a required table is missing (what the measurements were needed for).
+    """
     if table is not None:
         regions = table_regions(get_table(sdata, table))
         if shapes not in regions:
@@ -47,8 +52,8 @@ def measured_table(sdata: SpatialData, shapes: str, table: str | None, required:
         raise ValueError(f"Several tables {found} annotate shapes {shapes!r}: pass table=.")
     if not found and required:
         raise ValueError(
-            f"No table annotates shapes {shapes!r}, so there is no measured expression to train on. "
-            f"Tables present: {sorted(sdata.tables) or 'none'}."
+            f"No table annotates shapes {shapes!r}: they were never measured, so there is no measured expression "
+            f"{purpose}. Tables present: {sorted(sdata.tables) or 'none'}."
         )
     return found[0] if found else None
 

@@ -159,3 +159,15 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
     (tmp_path / "checkpoints").write_text("a file")
     with pytest.raises(ValueError, match=r"checkpoint_dir=.* is a file; checkpoints need a folder"):
         pixnet.tl.train(sdata, checkpoint_dir=tmp_path / "checkpoints", progress=False)
+
+
+def test_training_too_short_to_learn_says_so():
+    from pixnet.training.loop import warn_if_undertrained
+
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    with pytest.warns(UserWarning, match=r"only 2 optimiser steps in all \(2 epochs, ensemble members included\)"):
+        pixnet.tl.train(sdata, epochs=1, progress=False)
+    losses = ((1, 1.0), (1, 0.5), (2, 1.0), (2, 1.2))
+    history = [{"member": m, "train_loss": loss, "train_steps": 60} for m, loss in losses]
+    with pytest.warns(UserWarning, match=r"did not fall \(1 in the first epoch, 1.2 in the last, ensemble member 2\)"):
+        warn_if_undertrained(history)

@@ -19,7 +19,7 @@ from ..dense.predict import predict
 from ..dense.resolution import check_map_resolves
 from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization, select_genes
-from ..training.loop import TrainingConfig
+from ..training.loop import TrainingConfig, warn_if_undertrained
 from ..training.plan import TrainingPlan
 from ..training.presets import PRESETS, TrainingPreset, resolve_preset
 from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
@@ -143,6 +143,7 @@ class TrainedModel:
             **{f.name: options[f.name] for f in dataclasses.fields(TrainingConfig) if f.name in options}
         )
         cls.fit(model, sections, training, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+        warn_if_undertrained(model.history)
         for o in objects:
             remember(o, model)
         return model

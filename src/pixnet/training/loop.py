@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -643,3 +644,34 @@ class ResumedState:
     average: dict | None
     n_averaged: int
     optimizer: dict
+
+
+MIN_STEPS = 100
+"""Fewer optimiser steps than this left the predictions nearly constant in every recipe measured."""
+
+
+def warn_if_undertrained(history: list[dict]) -> None:
+    """Warn when training made too few optimiser steps, or its loss did not fall, to have learned a map."""
+    steps = sum(int(h.get("train_steps", 0)) for h in history)
+    if history and "train_steps" in history[0] and steps < MIN_STEPS:
+        warnings.warn(
+            f"Training made only {steps} optimiser steps in all ({len(history)} epochs, ensemble members included): "
+            "too few for the map to "
+            "learn its spread, so its predictions may be nearly constant (check std_ratio in tl.evaluate). Raise "
+            "epochs= or steps_per_epoch= (e.g. steps_per_epoch=50 fixes the steps per epoch whatever the area).",
+            UserWarning,
+            stacklevel=3,
+        )
+    members: dict[int, list[float]] = {}
+    for h in history:
+        if "train_loss" in h:
+            members.setdefault(int(h.get("member", 1)), []).append(float(h["train_loss"]))
+    for member, losses in members.items():
+        if len(losses) >= 2 and not losses[-1] < losses[0]:
+            warnings.warn(
+                f"The training loss did not fall ({losses[0]:.4g} in the first epoch, {losses[-1]:.4g} in the last"
+                f"{f', ensemble member {member}' if len(members) > 1 else ''}): the model may not have learned. "
+                "Try a lower learning_rate or more epochs, and check the inputs.",
+                UserWarning,
+                stacklevel=3,
+            )

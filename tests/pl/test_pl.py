@@ -1,3 +1,5 @@
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -59,6 +61,11 @@ def test_dense_map_whole_and_zoomed(predicted, tmp_path):
     with pytest.raises(ValueError, match="not channels of"):
         pixnet.pl.dense_map(sdata, "NOT_A_GENE")
     assert pixnet.pl.dense_map(sdata).get_title() == f"{model.genes[0]}: dense map"  # no gene: the first
+    # each map fills its colour scale, so the colour bar says how much it varies relative to its mean
+    label = ax.figure.axes[-1].get_ylabel()
+    assert re.search(r"density per map pixel\nrange [\d.e+-]+ = [\d.e+-]+ % of the mean", label), label
+    with pytest.raises(ValueError, match=f"did you mean '{model.genes[0]}'"):
+        pixnet.pl.dense_map(sdata, model.genes[0].lower())
     with pytest.raises(KeyError, match=r"run pixnet\.tl\.predict first"):
         pixnet.pl.dense_map(sdata, map_name="other_map")
 

@@ -26,7 +26,7 @@ from ..data.tables import table_regions
 from ..dense.threads import releases_threads
 from ..metrics import gene_metrics
 from ..pp import close_names
-from ._utils import colorbar, finish
+from ._utils import colorbar, finish, spread_label
 
 __all__ = ["MapWindow", "dense_map", "expression", "map_window", "uncertainty"]
 
@@ -170,9 +170,9 @@ def expression(
             ax.add_collection(patches)
             ax.set_title(title)
             if not shared_scale:
-                colorbar(fig, patches, ax, pair.normalization.method)
+                colorbar(fig, patches, ax, spread_label(pair.normalization.method, values))
         if shared_scale:
-            colorbar(fig, patches, axes[row, :2], pair.normalization.method)
+            colorbar(fig, patches, axes[row, :2], spread_label(pair.normalization.method, both))
         if map_name:
             _draw_map(window, row, 0.7, "magma", None, None, axes[row, 2], None)
     for ax in axes.ravel():
@@ -376,7 +376,7 @@ def _draw_map(window: MapWindow, index: int, alpha, cmap, vmin, vmax, ax, save) 
         vmin=float(np.percentile(values, 1)) if vmin is None else vmin,
         vmax=float(np.percentile(values, 99)) if vmax is None else vmax,
     )
-    colorbar(ax.figure, shown, ax, "density per map pixel")
+    colorbar(ax.figure, shown, ax, spread_label("density per map pixel", values))
     ax.set_xlim(region[0], region[2])
     ax.set_ylim(region[3], region[1])
     ax.set_title(f"{window.genes[index]}: dense map")

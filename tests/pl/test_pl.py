@@ -1,3 +1,4 @@
+import copy
 import re
 
 import matplotlib
@@ -83,6 +84,13 @@ def test_pcc_distribution_scatter_and_training_curves(predicted, tmp_path):
     fig = pixnet.pl.training_curves(model, save=tmp_path / "c.png")
     assert "2 epochs" in fig.get_suptitle()
     _rendered(tmp_path / "c.png")
+    ensemble = copy.copy(model)  # two decoders trained one after another: one line each, not one joined line
+    ensemble.history = [
+        {"member": m, "epoch": e, "train_loss": 1.0 / e, "train_pcc": 0.1 * e} for m in (1, 2) for e in (1, 2)
+    ]
+    fig = pixnet.pl.training_curves(ensemble)
+    assert "2 ensemble members x 2 epochs" in fig.get_suptitle()
+    assert [line.get_label() for line in fig.axes[0].lines] == ["train, member 1", "train, member 2"]
 
 
 def test_a_figure_of_several_genes_runs_the_model_once_per_tile(predicted, monkeypatch):

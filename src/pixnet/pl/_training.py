@@ -46,11 +46,18 @@ def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
     if not history:
         raise ValueError("The model has no training history (it was built, not trained).")
     fig, (loss_ax, pcc_ax) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    members = sorted({h.get("member", 1) for h in history})  # an ensemble's decoders train one after another
     for ax, metric, label in ((loss_ax, "loss", "loss (MSE + λ(1 − PCC))"), (pcc_ax, "pcc", "mean per-gene PCC")):
-        for split, style in (("train", "-o"), ("val", "--s")):
-            points = [(h["epoch"], h[f"{split}_{metric}"]) for h in history if f"{split}_{metric}" in h]
-            if points:
-                ax.plot(*zip(*points, strict=True), style, label=split, markersize=4)
+        for member in members:
+            for split, style in (("train", "-o"), ("val", "--s")):
+                points = [
+                    (h["epoch"], h[f"{split}_{metric}"])
+                    for h in history
+                    if f"{split}_{metric}" in h and h.get("member", 1) == member
+                ]
+                if points:
+                    name = split if len(members) == 1 else f"{split}, member {member}"
+                    ax.plot(*zip(*points, strict=True), style, label=name, markersize=4)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
@@ -58,6 +65,7 @@ def training_curves(model: PixNet, *, save: str | Path | None = None) -> Figure:
     best = min((h["val_loss"], h["epoch"]) for h in history if "val_loss" in h) if "val_loss" in history[-1] else None
     epochs = max(h["epoch"] for h in history)
     suffix = f", best validation loss {best[0]:.3f} at epoch {best[1]}" if best else ""
-    fig.suptitle(f"PixNet training: {epochs} epochs, {len(model.genes)} genes{suffix}")
+    trained = f"{epochs} epochs" if len(members) == 1 else f"{len(members)} ensemble members x {epochs} epochs"
+    fig.suptitle(f"{type(model).__name__} training: {trained}, {len(model.genes)} genes{suffix}")
     finish(fig, save)
     return fig

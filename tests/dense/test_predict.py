@@ -96,6 +96,8 @@ def test_predict_adds_lazy_map_and_tables(hd_sdata, model):
     np.testing.assert_allclose(table.obsm["spatial"][: measured.n_obs], measured.obsm["spatial"], atol=1e-6)
     with pytest.raises(ValueError, match="exist already"):
         pixnet.tl.predict(hd_sdata, shapes="bins_2um", model=model, progress=False)
+    with pytest.raises(ValueError, match=r"'pixnet_map' exists already, .* pixnet.tl.aggregate\(sdata, 'pixnet_map'"):
+        pixnet.tl.predict(hd_sdata, shapes="bins_16um", model=model, progress=False)  # other shapes, same map
     # the map sums are additive: 2 µm bins add up to their 8 µm bin
     pixnet.tl.aggregate(hd_sdata, "pixnet_map", ["bins_2um", "bins_8um"], progress=False)
     small, large = (

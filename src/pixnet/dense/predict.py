@@ -271,6 +271,15 @@ def _resolve_request(
         table_memory_limit=table_memory_limit,
     )
     if not copy:
+        maps_only = [n for n in request.map_names if n in sdata.images]
+        tables_taken = [n for n in request.table_names.values() if n in sdata.tables]
+        if maps_only and not tables_taken and not overwrite:  # a notebook's second call, for other shapes
+            raise ValueError(
+                f"The map {maps_only[0]!r} exists already, from an earlier predict. To read other shapes out of "
+                f"it without running the model again: pixnet.tl.aggregate(sdata, {maps_only[0]!r}, shapes) (sums "
+                "in the map's units). For predictions of these shapes from a new map: key_added='another_name', "
+                "or overwrite=True to replace the map."
+            )
         check_names_free(sdata, request.names, overwrite)
     check_on_image(inputs)
     return request

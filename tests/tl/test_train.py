@@ -1,5 +1,7 @@
 """``pixnet.tl.train``: seeds, save/load, frozen encoders, resume, the auxiliary loss, bad arguments, sections."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,13 @@ def test_training_too_short_to_learn_says_so():
     history = [{"member": m, "train_loss": loss, "train_steps": 60} for m, loss in losses]
     with pytest.warns(UserWarning, match=r"did not fall \(1 in the first epoch, 1.2 in the last, ensemble member 2\)"):
         warn_if_undertrained(history)
+
+
+def test_training_shows_one_progress_bar_and_logs_epochs_at_info(capsys, caplog):
+    sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
+    with caplog.at_level(logging.INFO, logger="pixnet"):
+        pixnet.tl.train(sdata, epochs=2, n_models=2, n_top_genes=4, progress=True)
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "training" in line]
+    assert bars and all("/4 [" in line for line in bars)  # one bar over 2 members x 2 epochs
+    assert "loss=" in bars[-1] and "pcc=" in bars[-1]
+    assert sum("epoch " in r.getMessage() for r in caplog.records) == 4

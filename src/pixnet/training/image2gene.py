@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.patches import Section, spot_patches
 from ..utils.device import resolve_device
@@ -129,8 +128,7 @@ def fit_image2gene(
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         batches = [b for b in batches if len(b) >= 2]  # a similarity matrix needs two spots
         total = 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for step, chosen in enumerate(bar):
+        for step, chosen in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(epoch + step / len(batches))
             images = spots.images(sections, chosen, model.config.patch_size)
@@ -144,7 +142,6 @@ def fit_image2gene(
             optimizer.step()
             value = float(loss.detach())
             total += value / len(batches)
-            bar.set_postfix(loss=f"{value:.4f}")
         return {
             "epoch": epoch + 1,
             "train_loss": total,

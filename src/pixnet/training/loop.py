@@ -235,6 +235,10 @@ class EpochTracker:
             self.optimizer_state = r.optimizer
             if optimizer is not None:
                 self._load_optimizer(optimizer)
+        # one bar for the whole training, epoch metrics in its postfix (each epoch's record is logged at INFO)
+        self.n_members = getattr(model.config, "n_models", 1)
+        self.bar = tqdm(total=config.epochs * self.n_members, desc="training", unit="epoch", disable=not progress)
+        self.bar.update(self.start_member * config.epochs + self.start_epoch)
 
     def _reset(self) -> None:
         self.start_epoch, self.best_loss, self.best_state, self.stale = 0, float("inf"), None, 0
@@ -267,8 +271,9 @@ class EpochTracker:
         record = self._with_member(record)
         self.model.history.append(record)
         logger.info("epoch %d: %s", record["epoch"], record)
-        if self.progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        shown = ("train_loss", "train_pcc", "val_loss", "val_pcc")
+        self.bar.set_postfix({k.replace("train_", ""): f"{record[k]:.4g}" for k in shown if k in record}, refresh=False)
+        self.bar.update(1)
         monitored = record.get("val_loss", record["train_loss"])
         if monitored < self.best_loss:
             self.best_loss, self.best_state, self.stale = monitored, copy.deepcopy(self.model.network.state_dict()), 0
@@ -305,6 +310,8 @@ class EpochTracker:
         elif self.best_state is not None:
             self.model.network.load_state_dict(self.best_state)
         self.model.network.eval()
+        if self.member + 1 >= self.n_members:
+            self.bar.close()
 
 
 def run_epochs(
@@ -439,7 +446,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     """One epoch of one member; the epoch's record."""
     model, sections, config, rng = run.model, run.sections, run.config, run.rng
     cache, align, groups, group = run.cache, run.align, run.groups, run.group
-    device, schedule, moments, progress = run.device, run.schedule, run.moments, run.progress
+    device, schedule, moments = run.device, run.schedule, run.moments
     started = time.perf_counter()
     patch_size, amp, auxiliary = model.config.patch_size, device.type == "cuda", moments is not None
     training_mode(alone, config)
@@ -448,10 +455,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
     totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}
-    n_models = model.config.n_models
-    member = f"model {alone.index + 1}/{n_models}, " if n_models > 1 else ""
-    bar = tqdm(batches, desc=f"{member}epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-    for step, chosen in enumerate(bar):
+    for step, chosen in enumerate(batches):
         for param_group in optimizer.param_groups:
             param_group["lr"] = schedule(epoch + step / len(batches))
         features = None
@@ -494,7 +498,6 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
         optimizer.step()
         for key in totals:
             totals[key] += parts[key] / len(batches)
-        bar.set_postfix(loss=f"{parts['loss']:.4f}")
     return {
         "epoch": epoch + 1,
         **{f"train_{k}": v for k, v in totals.items()},

@@ -201,3 +201,19 @@ def test_a_blank_image_is_skipped_with_a_warning_and_named_when_it_is_the_only_o
     with caplog.at_level("WARNING", logger="pixnet"), pytest.raises(ValueError, match="pixel size"):
         pixnet.resolve_inputs(only_blank)  # no Visium reader record: the pixel size is unknown, but first:
     assert "['visium_full_image'] are blank" in caplog.text
+
+
+def test_the_truth_of_a_cropped_sample_is_the_whole_samples_for_the_same_bins(tmp_path):
+    folder = pixnet.datasets.synthetic_visium_hd(tmp_path / "hd", size_um=128, seed=0, progress=False)
+    sdata = pixnet.io.read(folder)
+    whole = pixnet.datasets.synthetic_truth(folder, sdata, "bins_8um")
+    x0, y0, x1, y1 = sdata["synthetic_square_008um"].total_bounds
+    crop = sdata.query.bounding_box(
+        axes=("x", "y"),
+        min_coordinate=[x0 + (x1 - x0) / 4, y0 + (y1 - y0) / 4],
+        max_coordinate=[x1 - (x1 - x0) / 4, y1 - (y1 - y0) / 4],
+        target_coordinate_system="synthetic",
+    )
+    part = pixnet.datasets.synthetic_truth(folder, crop, "bins_8um", image="synthetic_full_image")
+    assert 0 < part.n_obs < whole.n_obs
+    np.testing.assert_allclose(part.X, whole[part.obs_names].X)

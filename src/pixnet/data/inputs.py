@@ -8,6 +8,7 @@ and what to pass.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -319,11 +320,18 @@ def _resolve_shapes(sdata, name: str, table_name: str | None, image: ResolvedIma
     elif kinds <= {3, 6}:  # polygons, multipolygons
         invalid = ~shapely.is_valid(geometry)
         if invalid.any():  # e.g. a self-intersecting outline: its area (0 for a bow-tie) and its pixels disagree
-            raise ValueError(
-                f"Shapes {name!r} hold {int(invalid.sum())} invalid polygons (e.g. index {gdf.index[invalid][0]!r}: "
-                f"{shapely.is_valid_reason(geometry[invalid][0])}), whose areas and pixels disagree. Repair them "
-                f"first, e.g. sdata[{name!r}].geometry = sdata[{name!r}].geometry.make_valid(), or drop them."
+            warnings.warn(
+                f"Shapes {name!r} hold {int(invalid.sum())} invalid polygons (e.g. index "
+                f"{str(gdf.index[invalid][0])!r}: {shapely.is_valid_reason(geometry[invalid][0])}); they are read "
+                "as repaired by shapely.make_valid "
+                "(the 'structure' method, polygons only), so that each one's area and pixels agree. Repair or drop "
+                "them yourself to choose otherwise.",
+                UserWarning,
+                stacklevel=4,
             )
+            geometry = geometry.copy()
+            geometry[invalid] = shapely.make_valid(geometry[invalid], method="structure", keep_collapsed=False)
+            gdf = gdf.set_geometry(geometry)
         # squares need no geometry copy: without rotation their bounds transform exactly (millions of 2 µm bins)
         bounds = shapely.bounds(geometry)
         width, height = bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]

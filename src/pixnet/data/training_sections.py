@@ -36,13 +36,13 @@ def check_patch_fits(resolved: Sequence[ResolvedInputs], patch_size: int, micron
         max(r.image.data.sizes["y"], r.image.data.sizes["x"]) * r.image.microns_per_pixel / microns_per_pixel
         for r in resolved
     ]
-    if patch_size > max(sides):
+    if patch_size > 2 * max(sides):
         largest = int(max(sides))
         raise ValueError(
             f"patch_size={patch_size} px ({patch_size * microns_per_pixel:g} µm at {microns_per_pixel:g} µm/px) is "
-            f"larger than every training image (the largest is {largest} px a side at that resolution): each patch "
-            f"would be mostly padding, and memory grows with its area. Choose a patch_size of at most "
-            f"{max(32, largest // 32 * 32)}."
+            f"more than twice the side of every training image (the largest is {largest} px a side at that "
+            "resolution): each patch would be mostly padding, and memory grows with its area. Choose a patch_size "
+            f"of at most {max(32, largest // 32 * 32)}."
         )
 
 

@@ -101,7 +101,7 @@ def evaluate(
     >>> import pixnet
     >>> summary = pixnet.tl.evaluate(sdata, "pixnet_synthetic_square_002um")
     >>> list(summary.columns[:4]), int(summary["n_spots"].iloc[0])
-    (['pcc_f', 'pcc_s', 'pcc_m', 'mse'], 832)
+    (['pcc_f', 'pcc_s', 'pcc_m', 'partial_pcc_f'], 832)
     >>> "per_gene" in sdata["pixnet_synthetic_square_002um"].uns["pixnet_evaluation"]
     True
 

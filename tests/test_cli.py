@@ -160,3 +160,9 @@ def test_train_checkpoints_and_resumes_from_the_command_line(hd_folder, tmp_path
     resumed = [*args, "--epochs", "2", "--resume", str(checkpoints), "--out", str(tmp_path / "b")]  # the last wins
     assert main(resumed) == 0
     assert pixnet.models.load_model(tmp_path / "b").epochs_trained == 2
+
+
+def test_zero_epochs_saves_an_untrained_model_and_says_so(hd_folder, tmp_path, capsys):
+    out = tmp_path / "model"  # the last --epochs wins
+    assert main(["train", str(hd_folder), "--shapes", "bins_8um", "--out", str(out), "-q", *TINY, "--epochs", "0"]) == 0
+    assert "untrained (no epochs)" in capsys.readouterr().out and (out / "config.json").is_file()

@@ -63,6 +63,7 @@ class DepthOnly:
     >>> predicted = depth.predict(features)
     >>> round(float(np.corrcoef(predicted.T)[0, 1]), 6)  # one map for every gene: its sign and scale differ
     -1.0
+
     """
 
     def __init__(self, depth: Pipeline) -> None:

@@ -111,8 +111,8 @@ def _beyond_depth(p: np.ndarray, m: np.ndarray, depth: np.ndarray) -> dict[str, 
     # agreement, PCC 0 by definition
     no_rest = (p_rest.std(axis=0) <= 1e-5 * np.maximum(p.std(axis=0), 1e-300)) & ~(_constant(p) | _constant(m))
     partial[no_rest] = 0.0
-    depth_column = np.repeat(depth[:, None], p.shape[1], axis=1)
-    return {"partial_pcc": partial, "depth_pcc": _pearson(p, depth_column, _constant(p) | _constant(depth_column))}
+    depth_column = np.broadcast_to(depth[:, None], p.shape)
+    return {"partial_pcc": partial, "depth_pcc": _pearson(p, depth_column)}
 
 
 def _constant(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 __all__ = ["NORMALIZATIONS", "Normalization", "check_counts", "normalize", "select_genes", "spot_totals"]
@@ -56,7 +57,8 @@ def select_genes(
     if genes is not None:
         if isinstance(genes, str) or len(genes) == 0:
             raise ValueError(f"genes must be a non-empty list of gene names, got {genes!r}.")
-        repeated = sorted({g for g in genes if list(genes).count(g) > 1})
+        listed = pd.Index(list(genes))
+        repeated = sorted(listed[listed.duplicated()].unique())
         if repeated:
             raise ValueError(f"genes lists {repeated[:5]} more than once; each gene can be modelled once.")
         missing = [g for g in genes if g not in shared]

@@ -659,9 +659,9 @@ def warn_if_undertrained(history: list[dict]) -> None:
     if history and "train_steps" in history[0] and steps < MIN_STEPS:
         warnings.warn(
             f"Training made only {steps} optimiser steps in all ({len(history)} epochs, ensemble members included): "
-            "too few for the map to "
-            "learn its spread, so its predictions may be nearly constant (check std_ratio in tl.evaluate). Raise "
-            "epochs= or steps_per_epoch= (e.g. steps_per_epoch=50 fixes the steps per epoch whatever the area).",
+            "too few for the map to learn its spread, so its predictions may be nearly constant (check std_ratio "
+            "in tl.evaluate). Raise epochs= or steps_per_epoch= (e.g. steps_per_epoch=50 fixes the steps per "
+            "epoch whatever the area).",
             UserWarning,
             stacklevel=3,
         )

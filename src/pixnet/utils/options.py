@@ -36,7 +36,8 @@ class Options:
             value = getattr(self, name, None)
             if choices is not None and value is not None and value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-            if _is_int_hint(hint) and value is not None and (isinstance(value, bool) or not _is_integer(value)):
+            integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if _is_int_hint(hint) and value is not None and not integer:
                 raise ValueError(f"{name} must be an integer, got {value!r}.")
         self._check()
 
@@ -80,10 +81,6 @@ class Options:
 def _is_int_hint(hint) -> bool:
     """``int`` or ``int | None``."""
     return hint is int or (typing.get_origin(hint) in (typing.Union, types.UnionType) and int in typing.get_args(hint))
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, numbers.Integral)
 
 
 def check_positive(options: Options, *names: str, allow_zero: bool = False) -> None:

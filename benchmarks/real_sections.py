@@ -243,10 +243,11 @@ def main() -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument(
         "--methods",
-        nargs="+",
+        nargs="*",
         default=["pixnet", "image2gene"],
         choices=["pixnet", "pixnet_i2g", "image2gene"],
-        help="learned methods; pixnet_i2g is PixNet with the auxiliary Image2Gene loss (--image2gene-weight)",
+        help="learned methods (none: only the --recipe ones); pixnet_i2g is PixNet with the auxiliary Image2Gene "
+        "loss (--image2gene-weight)",
     )
     parser.add_argument("--image2gene-weight", type=float, default=0.5)
     parser.add_argument("--i2g-epochs", type=int, default=5)

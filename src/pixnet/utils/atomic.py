@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def staging_folder(path: Path) -> Path:
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     return staged
+
+
+STALE_EMPTY_LOCK_S = 60.0
+"""A lock file still without its writer's pid after this many seconds was left by a killed writer."""
 
 
 def _alive(pid: int) -> bool:
@@ -61,12 +66,14 @@ def folder_lock(path: Path) -> Iterator[None]:
         except FileExistsError:
             try:
                 owner = int(lock.read_text() or "0")
+                age = time.time() - lock.stat().st_mtime
             except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
+                owner, age = 0, 0.0
+            # an empty lock is one being taken right now (created, pid not yet written): only an old one is stale
+            if (owner and _alive(owner)) or (not owner and age < STALE_EMPTY_LOCK_S):
                 raise BlockingIOError(
-                    f"{path} is being written by process {owner} (lock {lock}); wait for it, or remove the lock "
-                    "file if that process is not pixnet."
+                    f"{path} is being written by process {owner or 'starting now'} (lock {lock}); wait for it, or "
+                    "remove the lock file if that process is not pixnet."
                 ) from None
             lock.unlink(missing_ok=True)
             continue

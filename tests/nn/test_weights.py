@@ -71,6 +71,21 @@ def test_wrong_weight_files_fail_clearly(tmp_path):
         create_encoder("resnet18", tmp_path / "missing.ckpt")
 
 
+def test_damaged_weight_files_are_refused_when_loaded(tmp_path):
+    from safetensors.torch import save_file
+
+    state = ResNet18Pyramid().state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save({"state_dict": state}, tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match=r"NaN or infinite weights in 1 tensors \(e.g. \['state_dict.conv1.weight'\]"):
+        create_encoder("resnet18", tmp_path / "nan.pth")
+    save_file({"w": torch.ones(64, 64)}, tmp_path / "whole.safetensors")
+    data = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.safetensors is not a readable safetensors file"):
+        load_checkpoint_file(tmp_path / "cut.safetensors")
+
+
 class _Exploit:
     def __reduce__(self):
         return (open, (str(_Exploit.target), "w"))

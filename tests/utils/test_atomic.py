@@ -13,9 +13,8 @@ def test_a_lock_being_taken_is_not_taken_over(tmp_path):
     # another writer has created the lock file but not yet written its pid into it
     path = tmp_path / "store.zarr"
     _lock_of(path).touch()
-    with pytest.raises(BlockingIOError, match="being written"):
-        with folder_lock(path):
-            pass
+    with pytest.raises(BlockingIOError, match="being written"), folder_lock(path):
+        pass
     assert _lock_of(path).exists()
 
 
@@ -32,7 +31,5 @@ def test_an_old_empty_lock_is_taken_over_and_released(tmp_path):
 
 def test_a_lock_held_by_this_process_refuses_a_second_writer(tmp_path):
     path = tmp_path / "store.zarr"
-    with folder_lock(path):
-        with pytest.raises(BlockingIOError, match=f"process {os.getpid()}"):
-            with folder_lock(path):
-                pass
+    with folder_lock(path), pytest.raises(BlockingIOError, match=f"process {os.getpid()}"), folder_lock(path):
+        pass

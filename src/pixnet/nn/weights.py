@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,28 @@ def load_checkpoint_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}.")
+    state = _read_weights(path)
+    bad = [name for name, tensor in _tensors(state) if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if bad:  # would train on NaN losses or predict NaN maps, far from the file that caused it
+        raise ValueError(f"{path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[:3]}); is it damaged?")
+    return state
+
+
+def _tensors(state, prefix: str = ""):
+    """``(name, tensor)`` of every tensor in a (nested) checkpoint."""
+    if isinstance(state, torch.Tensor):
+        yield prefix, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+
+
+def _read_weights(path: Path):
     if path.suffix == ".safetensors":
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as err:
+            raise ValueError(f"{path} is not a readable safetensors file ({err}); is it truncated?") from err
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as weights_only_error:

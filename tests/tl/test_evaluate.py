@@ -119,6 +119,20 @@ def test_evaluate_matches_rows_by_instance_id_and_stores_results():
     assert set(genes["gene"]) == set("wxyz")
 
 
+def test_a_second_evaluation_against_another_table_says_it_replaced_the_first(caplog):
+    measured, predicted, _, _ = _tables()
+    described = f"measured (an AnnData of {measured.n_obs} x {measured.n_vars} passed directly)"
+    pixnet.tl.evaluate(None, predicted, measured, normalization="none")
+    assert predicted.uns["pixnet_evaluation"]["params"]["measured"] == described
+    with caplog.at_level("WARNING", logger="pixnet"):
+        pixnet.tl.evaluate(None, predicted, measured, normalization="none")  # the same table again: silent
+        assert "Replaced" not in caplog.text
+        pixnet.tl.evaluate(None, predicted, measured[:20].copy(), normalization="none")
+    assert f"Replaced the evaluation against {described} in uns['pixnet_evaluation']" in caplog.text
+    pixnet.tl.evaluate(None, predicted, measured, normalization="none", key_added="against_all")
+    assert {"pixnet_evaluation", "against_all"} <= set(predicted.uns)
+
+
 def test_evaluate_refuses_what_it_cannot_compare():
     measured, predicted, *_ = _tables()
     with pytest.raises(ValueError, match="does not record its units"):

@@ -18,7 +18,7 @@ __all__ = ["Paired", "paired_values"]
 
 def _table(sdata: SpatialData | None, table: str | ad.AnnData, what: str) -> tuple[ad.AnnData, str]:
     if isinstance(table, ad.AnnData):
-        return table, what
+        return table, f"{what} (an AnnData of {table.n_obs} x {table.n_vars} passed directly)"
     if sdata is None:
         raise ValueError(f"{what}={table!r} names a table, so pass the SpatialData object that holds it.")
     if table not in sdata.tables:

@@ -129,6 +129,14 @@ def evaluate(
             summary[key] = value
     logger.info("Evaluated %s against %s: %s", pair.predicted_name, pair.measured_name, summary.iloc[-1].to_dict())
     if key_added is not None:
+        earlier = pair.predicted_table.uns.get(key_added, {}).get("params", {}).get("measured")
+        if earlier is not None and earlier != pair.measured_name:
+            logger.warning(
+                "Replaced the evaluation against %s in uns[%r] by this one against %s; pass key_added= to keep both.",
+                earlier,
+                key_added,
+                pair.measured_name,
+            )
         pair.predicted_table.uns[key_added] = {
             "summary": summary,
             "per_gene": per_gene_table,

@@ -28,6 +28,9 @@ class Keys:
     """``obs`` column, only where some shapes are cut by the image's edge: the part of each inside the image."""
     STD = "std"
     """Layer (and ``uns`` note) of the ensemble's per-shape standard deviation."""
+    MAP_FINGERPRINT = "pixnet_map_fingerprint"
+    """``attrs`` entry of a dense map in memory: the digest of its model, image and settings, so that a later
+    :func:`pixnet.tl.predict` of the same can read other shapes out of it instead of running the model again."""
     OTHER_COUNTS = "other_genes"
     """Channel of a counts map (``map_units="counts"``): the expected counts of the genes the model leaves out."""
 

@@ -97,7 +97,17 @@ def test_predict_adds_lazy_map_and_tables(hd_sdata, model):
     with pytest.raises(ValueError, match="exist already"):
         pixnet.tl.predict(hd_sdata, shapes="bins_2um", model=model, progress=False)
     with pytest.raises(ValueError, match=r"'pixnet_map' exists already, .* pixnet.tl.aggregate\(sdata, 'pixnet_map'"):
-        pixnet.tl.predict(hd_sdata, shapes="bins_16um", model=model, progress=False)  # other shapes, same map
+        pixnet.tl.predict(hd_sdata, shapes="bins_16um", model=model, progress=False)  # other tiles: another map
+    # the same model and settings: the 16 µm bins are read out of the existing map, which stays as it was
+    before = hd_sdata.images["pixnet_map"].data
+    pixnet.tl.predict(hd_sdata, shapes="bins_16um", model=model, tile_size=128, halo=32, progress=False)
+    assert hd_sdata.images["pixnet_map"].data is before
+    pixnet.tl.predict(
+        hd_sdata, shapes="bins_16um", model=model, tile_size=128, halo=32, progress=False, key_added="fresh"
+    )
+    np.testing.assert_allclose(
+        hd_sdata.tables["pixnet_synthetic_square_016um"].X, hd_sdata.tables["fresh_synthetic_square_016um"].X
+    )
     # the map sums are additive: 2 µm bins add up to their 8 µm bin
     pixnet.tl.aggregate(hd_sdata, "pixnet_map", ["bins_2um", "bins_8um"], progress=False)
     small, large = (
@@ -197,6 +207,15 @@ def test_writes_into_the_store_and_failures_leave_it_intact(model, tmp_path, mon
     np.testing.assert_allclose(np.asarray(sdata.tables[name].X), before_table)
     with pytest.raises(ValueError, match="exist"):
         pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", **kwargs)
+    pixnet.tl.predict(sdata, shapes="synthetic_visium_spots", key_added="again", **kwargs)
+    sdata.shapes["spots_again"] = sdata.shapes["synthetic_visium_spots"]
+    sdata.write_element("spots_again")
+    monkeypatch.setattr(pixnet.dense.lazy_map, "_predict_block", None)  # the written map is read, not recomputed
+    pixnet.tl.predict(sdata, shapes="spots_again", **kwargs)
+    np.testing.assert_allclose(
+        np.asarray(spatialdata.read_zarr(spatialdata_store)["pixnet_spots_again"].X), before_table
+    )
+    monkeypatch.undo()
 
     calls = {"n": 0}
     original = pixnet.dense.lazy_map._predict_block

@@ -62,6 +62,20 @@ def check_tiles(tile_size, halo) -> None:
             )
 
 
+def map_settings(image: ResolvedImage, tile_size: int, halo: int, dtype: str) -> dict:
+    """What, besides the model, decides a dense map's values (see :func:`~pixnet.dense.map_cache.map_fingerprint`).
+
+    The image's dask name tokenises its source (a file, or the values of an in-memory array). Its pixel size
+    is rounded: estimated from different shapes it differs in the last digits, which change no map pixel.
+    """
+    source = image.data.data
+    return {
+        "image": [image.name, image.level, source.name, float(f"{image.microns_per_pixel:.9g}")],
+        "tiles": [tile_size, halo],
+        "dtype": dtype,
+    }
+
+
 def lazy_dense_map(
     model,
     image: ResolvedImage,
@@ -105,12 +119,7 @@ def lazy_dense_map(
     model_key = dask.delayed(model, pure=True, traverse=False)
     n_genes = len(model.channels) * (model.config.n_models if members else 1)
     if cache is not None:
-        # the image's dask name tokenises its source (file, or the values of an in-memory array)
-        settings = {
-            "image": [image.name, image.level, source.name, image.microns_per_pixel],
-            "tiles": [tile_size, halo],
-        }
-        fingerprint = map_fingerprint(model, {**settings, "dtype": dtype})
+        fingerprint = map_fingerprint(model, map_settings(image, tile_size, halo, dtype))
     rows = []
     for y0 in range(0, height, tile_size):
         row = []

@@ -24,8 +24,8 @@ from ..utils.registry import recall
 from ..utils.settings import settings
 from .aggregate import aggregate_spans
 from .elements import add_tables, check_names_free, new_elements, provenance, shape_table
-from .lazy_map import check_tiles, lazy_dense_map
-from .map_cache import MapCache
+from .lazy_map import check_tiles, lazy_dense_map, map_settings, map_shape
+from .map_cache import MapCache, map_fingerprint
 from .resolution import check_map_resolves
 from .store import StoreTransaction
 from .threads import releases_threads
@@ -94,7 +94,9 @@ def predict(
     dtype
         Map dtype: ``"float32"``, or ``"float16"`` to halve its size when written.
     overwrite
-        Replace existing elements of the same names.
+        Replace existing elements of the same names. Without it, a second call for other shapes reads them out
+        of the map the first call added (same model, image and settings, this session) instead of refusing or
+        running the model again; only the new tables are added.
     write
         Also write the new elements into the zarr store that backs ``sdata``. The map is written first (the model
         runs once per chunk) and read back from disk for the aggregation; tables whose values would exceed
@@ -161,8 +163,13 @@ def predict(
         table_memory_limit,
     )
     with StoreTransaction(sdata, request.names, overwrite) if write else contextlib.nullcontext() as transaction:
-        cache = MapCache() if cache is True else cache or None
-        elements, dense, factor = _lazy_maps(sdata, request, tile_size, dtype, cache, transaction)
+        if request.reuse_map:
+            elements, dense = {}, sdata.images[request.map_name].data
+            factor = map_shape(request.inputs.image, request.model.microns_per_pixel)[2]
+            logger.info("Reading the shapes out of the existing map %r, made alike", request.map_name)
+        else:
+            cache = MapCache() if cache is True else cache or None
+            elements, dense, factor = _lazy_maps(sdata, request, tile_size, dtype, cache, transaction)
         if write:
             dense = _stage_maps(transaction, elements, dense, uncertainty)
         tables = {}
@@ -178,10 +185,12 @@ def predict(
             logger.info("Predicted %d %s shapes of %r", len(resolved), resolved.kind, name)
         if write:
             transaction.commit()
+            if not request.reuse_map:
+                sdata.images[request.map_name].attrs[Keys.MAP_FINGERPRINT] = request.fingerprint
             return None
     if copy:
         return new_elements(sdata, elements, tables)
-    _drop(sdata, [*request.map_names, *tables])
+    _drop(sdata, request.names)
     for name, element in elements.items():
         sdata.images[name] = element
         logger.info("Added the lazy map %r (%d genes x %d x %d px)", name, *element.shape)
@@ -201,6 +210,8 @@ class _Request:
     std_name: str | None
     table_names: dict[str, str]
     table_memory_limit: int
+    fingerprint: str  # of the map this call makes (model, image, settings)
+    reuse_map: bool = False  # the map exists, made the same way: only the tables are new
 
     @property
     def map_names(self) -> list[str]:
@@ -208,7 +219,8 @@ class _Request:
 
     @property
     def names(self) -> list[str]:
-        return [*self.map_names, *self.table_names.values()]
+        """The elements this call adds."""
+        return [*([] if self.reuse_map else self.map_names), *self.table_names.values()]
 
 
 def _resolve_request(
@@ -269,20 +281,37 @@ def _resolve_request(
         std_name=Keys.std_map(key_added) if uncertainty else None,
         table_names={name: Keys.table(key_added, name) for name in inputs.shapes},
         table_memory_limit=table_memory_limit,
+        fingerprint=map_fingerprint(model, map_settings(inputs.image, tile_size, halo, dtype)),
     )
     if not copy:
-        maps_only = [n for n in request.map_names if n in sdata.images]
+        request.reuse_map = not overwrite and _map_made_alike(sdata, request, write)
+        maps_only = [n for n in request.names if n in sdata.images]
         tables_taken = [n for n in request.table_names.values() if n in sdata.tables]
         if maps_only and not tables_taken and not overwrite:  # a notebook's second call, for other shapes
             raise ValueError(
-                f"The map {maps_only[0]!r} exists already, from an earlier predict. To read other shapes out of "
-                f"it without running the model again: pixnet.tl.aggregate(sdata, {maps_only[0]!r}, shapes) (sums "
-                "in the map's units). For predictions of these shapes from a new map: key_added='another_name', "
-                "or overwrite=True to replace the map."
+                f"The map {maps_only[0]!r} exists already, from another model, image or settings (or read from "
+                f"disk). To read other shapes out of it: pixnet.tl.aggregate(sdata, {maps_only[0]!r}, shapes) "
+                "(sums in the map's units). For predictions of these shapes from a new map: "
+                "key_added='another_name', or overwrite=True to replace the map."
             )
         check_names_free(sdata, request.names, overwrite)
     check_on_image(inputs)
     return request
+
+
+def _map_made_alike(sdata: SpatialData, request: _Request, write: bool) -> bool:
+    """Whether this call's map is in ``sdata`` already, made by this model from this image with these settings.
+
+    Then a second call for other shapes (8 µm bins after 2 µm, cells after bins) reads them out of it. Only
+    maps made in this session qualify (their fingerprint lives in memory), and for ``write`` only one that is
+    in the store; with ``uncertainty`` the members' maps are needed, which the stored maps are not.
+    """
+    element = sdata.images.get(request.map_name)
+    if element is None or request.std_name is not None:
+        return False
+    if write and not (sdata.path / "images" / request.map_name).exists():
+        return False
+    return element.attrs.get(Keys.MAP_FINGERPRINT) == request.fingerprint
 
 
 def _lazy_maps(sdata, request: _Request, tile_size: int, dtype: str, cache, transaction):
@@ -307,6 +336,7 @@ def _lazy_maps(sdata, request: _Request, tile_size: int, dtype: str, cache, tran
         )
         for name, values in maps.items()
     }
+    elements[request.map_name].attrs[Keys.MAP_FINGERPRINT] = request.fingerprint
     return elements, dense, factor
 
 

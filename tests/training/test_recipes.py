@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_ENSEMBLE
+from conftest import TINY_ENSEMBLE, TINY_TRAINING
 
 import pixnet
 from pixnet.nn import EncoderConfig, PixNetNetwork, create_encoder
@@ -221,3 +221,24 @@ def test_epoch_order_passes_over_small_sections_and_samples_large_ones():
     large = epoch_order(100, TrainingConfig(batch_size=2, steps_per_epoch=6), rng)
     assert len(large) == 12 and len(set(large)) == 12
     assert sorted(epoch_order(7, TrainingConfig(), rng)) == list(range(7))
+
+
+def test_a_presets_epochs_on_a_small_section_still_make_the_minimum_of_steps():
+    from pixnet.training.loop import MIN_STEPS, TrainingConfig, epoch_order
+
+    rng = np.random.default_rng(0)
+    floor = TrainingConfig(batch_size=4, epochs=5, min_steps=MIN_STEPS)
+    assert len(epoch_order(6, floor, rng, n_members=2)) == 4 * 10  # 10 steps x 5 epochs x 2 members = 100
+    assert sorted(epoch_order(400, floor, rng, n_members=2)) == list(range(400))  # long enough: one pass
+
+
+def test_training_with_the_presets_epochs_meets_the_floor_but_chosen_epochs_are_kept(tiny_spots, monkeypatch):
+    import pixnet.models.base
+
+    monkeypatch.setattr(pixnet.models.base, "MIN_STEPS", 30)  # 100 in earnest: fewer, to be quick
+    options = {k: v for k, v in TINY_TRAINING.items() if k != "preset"}
+    preset = pixnet.tl.PRESETS["paper"].updated(epochs=2)
+    floored = pixnet.tl.train(tiny_spots, preset=preset, **options)
+    assert [h["train_steps"] for h in floored.history if "train_steps" in h] == [15, 15]
+    chosen = pixnet.tl.train(tiny_spots, preset=preset, epochs=2, **options)
+    assert sum(h["train_steps"] for h in chosen.history if "train_steps" in h) == 12  # 6 a pass

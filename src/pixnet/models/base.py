@@ -19,7 +19,7 @@ from ..dense.predict import predict
 from ..dense.resolution import check_map_resolves
 from ..nn import EncoderConfig, create_encoder
 from ..pp import Normalization, select_genes
-from ..training.loop import TrainingConfig, warn_if_undertrained
+from ..training.loop import MIN_STEPS, TrainingConfig, warn_if_undertrained
 from ..training.plan import TrainingPlan
 from ..training.presets import PRESETS, TrainingPreset, resolve_preset
 from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
@@ -101,7 +101,8 @@ class TrainedModel:
             recipe = resolve_preset(preset, device, finest_shape_um=finest_shapes_um(resolved))
         else:
             recipe = resolve_preset(preset, device)
-        plan = (plan or TrainingPlan()).resolved(cls.plan_defaults, recipe)
+        chosen = plan or TrainingPlan()
+        plan = chosen.resolved(cls.plan_defaults, recipe)
         plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
         params = cls._resolve_params(given, recipe, plan)
         if resolved is None or params.microns_per_pixel != provisional:
@@ -139,6 +140,9 @@ class TrainedModel:
         for r in resolved:  # a map coarser than the training shapes cannot fit them
             check_map_resolves(r.shapes, r.image.microns_per_pixel, model.microns_per_pixel, model.map_detail_um, 3)
         options = {**plan.to_dict(), **params.to_dict(), "preset": recipe.name, "seed": seed, "device": device}
+        if chosen.epochs is None and chosen.steps_per_epoch is None:
+            # a preset's epochs over a small section's few patches made one or two steps each and learned nothing
+            options["min_steps"] = MIN_STEPS
         training = TrainingConfig(
             **{f.name: options[f.name] for f in dataclasses.fields(TrainingConfig) if f.name in options}
         )

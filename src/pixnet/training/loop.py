@@ -50,6 +50,7 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 8
     steps_per_epoch: int | None = None
+    min_steps: int = 0  # with steps_per_epoch unset, the members' epochs make at least this many steps in all
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     pcc_weight: float = 0.5
@@ -433,11 +434,19 @@ class _Run:
     progress: bool
 
 
-def epoch_order(n_patches: int, config: TrainingConfig, rng: np.random.Generator) -> np.ndarray:
-    """The patches of one epoch, in order: a permutation, or ``steps_per_epoch`` batches of shuffled passes."""
-    if not config.steps_per_epoch or n_patches == 0:
+def epoch_order(n_patches: int, config: TrainingConfig, rng: np.random.Generator, n_members: int = 1) -> np.ndarray:
+    """The patches of one epoch, in order: a permutation, or ``steps_per_epoch`` batches of shuffled passes.
+
+    Without ``steps_per_epoch``, an epoch too short for ``config.min_steps`` over all epochs of ``n_members``
+    members makes the steps that are missing from further shuffled passes (a small section's handful of patches).
+    """
+    steps = config.steps_per_epoch
+    if not steps and config.min_steps:
+        floor = -(-config.min_steps // max(1, config.epochs * n_members))
+        steps = floor if -(-n_patches // config.batch_size) < floor else None
+    if not steps or n_patches == 0:
         return rng.permutation(n_patches)
-    wanted = config.steps_per_epoch * config.batch_size
+    wanted = steps * config.batch_size
     passes = [rng.permutation(n_patches) for _ in range(-(-wanted // n_patches))]
     return np.concatenate(passes)[:wanted]
 
@@ -451,7 +460,7 @@ def _train_epoch(run: _Run, alone, trained, optimizer, epoch: int) -> dict:
     patch_size, amp, auxiliary = model.config.patch_size, device.type == "cuda", moments is not None
     training_mode(alone, config)
     patches = sample_patches(sections, patch_size, validation=False, rng=rng, align=align)
-    order = epoch_order(len(patches), config, rng)
+    order = epoch_order(len(patches), config, rng, getattr(model.config, "n_models", 1))
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     batches = [b for b in batches if len(b) >= group.world]  # every process needs a share
     totals = {"loss": 0.0, "mse": 0.0, "pcc": 0.0, **({"image2gene": 0.0} if auxiliary else {})}

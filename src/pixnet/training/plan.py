@@ -24,7 +24,9 @@ class TrainingPlan(Options):
         PixNet: optimiser steps per epoch, drawing ``steps_per_epoch * batch_size`` of the epoch's patches (every
         patch as often as the others: a small section is passed over several times, a large one sampled), so
         that the number of steps, which decides how far the map learns, does not depend on the tissue's area.
-        ``None``: one pass over the patches.
+        ``None``: one pass over the patches; but when neither this nor ``epochs`` is chosen and the preset's
+        epochs would make fewer than 100 optimiser steps in all (a small section's few patches), each epoch
+        passes over them again until they do: fewer left the predictions nearly constant.
     learning_rate, weight_decay
         Adam (the paper: 5e-4 and 1e-4).
     lr_schedule

@@ -31,6 +31,10 @@ class Keys:
     MAP_FINGERPRINT = "pixnet_map_fingerprint"
     """``attrs`` entry of a dense map in memory: the digest of its model, image and settings, so that a later
     :func:`pixnet.tl.predict` of the same can read other shapes out of it instead of running the model again."""
+    LOWER, UPPER = "lower", "upper"
+    """Layers of the conformal interval (``pixnet.tl.predict(interval=...)``)."""
+    EXPECTED_PCC, EXPECTED_PARTIAL_PCC, NO_EXPECTED_SKILL = "expected_pcc", "expected_partial_pcc", "no_expected_skill"
+    """``var`` columns of a model trained with ``reliability=True``: its held-out per-gene PCC, partial PCC and flag."""
     OTHER_COUNTS = "other_genes"
     """Channel of a counts map (``map_units="counts"``): the expected counts of the genes the model leaves out."""
 

@@ -289,3 +289,11 @@ def uncertainty_calibration(predicted: np.ndarray, measured: np.ndarray, std: np
     ]
     result["error_std_spearman"] = float(np.mean(rhos)) if rhos else float("nan")
     return result
+
+
+def reliability_ranking(expected: pd.Series, actual: pd.Series) -> float:
+    """Spearman correlation of genes' expected (held-out at training) and actual PCC; NaN with < 3 genes to rank."""
+    both = pd.concat([expected.astype(float), actual.astype(float)], axis=1, join="inner").dropna()
+    if len(both) < 3:
+        return float("nan")
+    return float(both.iloc[:, 0].corr(both.iloc[:, 1], method="spearman"))

@@ -72,6 +72,7 @@ class Paired:
     measured_name: str
     normalization: Normalization
     std: np.ndarray | None = None  # the predicted table's layers["std"], rows as predicted
+    interval: tuple[np.ndarray, np.ndarray] | None = None  # layers["lower"] and ["upper"], rows as predicted
 
 
 def paired_values(
@@ -108,8 +109,21 @@ def paired_values(
     values = matched[:, genes].X
     values = np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)
     truth = normalize(measured_table, genes, units, area_um2=area).astype(np.float64)
-    std = None
-    if Keys.STD in matched.layers:
-        std = matched[:, genes].layers[Keys.STD]
-        std = np.asarray(std.toarray() if hasattr(std, "toarray") else std, np.float64)
-    return Paired(values, truth, genes, predicted_table, predicted_name, measured_table, measured_name, units, std)
+    layers = {k: _dense(matched[:, genes].layers[k]) for k in (Keys.STD, Keys.LOWER, Keys.UPPER) if k in matched.layers}
+    interval = (layers[Keys.LOWER], layers[Keys.UPPER]) if Keys.LOWER in layers and Keys.UPPER in layers else None
+    return Paired(
+        values,
+        truth,
+        genes,
+        predicted_table,
+        predicted_name,
+        measured_table,
+        measured_name,
+        units,
+        layers.get(Keys.STD),
+        interval,
+    )
+
+
+def _dense(values) -> np.ndarray:
+    return np.asarray(values.toarray() if hasattr(values, "toarray") else values, np.float64)

@@ -26,6 +26,7 @@ from .aggregate import aggregate_spans
 from .elements import add_tables, check_names_free, new_elements, provenance, shape_table
 from .lazy_map import check_tiles, lazy_dense_map, map_settings, map_shape
 from .map_cache import MapCache, map_fingerprint
+from .reliability import add_reliability, check_interval, interval_layers
 from .resolution import check_map_resolves
 from .store import StoreTransaction
 from .threads import releases_threads
@@ -57,6 +58,7 @@ def predict(
     table_memory_limit: int = 2**31,
     cache: MapCache | bool = False,
     uncertainty: bool = False,
+    interval: float | None = None,
     progress: bool | None = None,
     copy: bool = False,
     resolve_kwargs: dict | None = None,
@@ -116,6 +118,15 @@ def predict(
         table's units). The members' sums are computed exactly, so no assumption about how pixel errors
         correlate within a shape is needed; it measures how much the members disagree, not the noise of a
         measurement (see :doc:`/evaluation` for its calibration on held-out spots).
+    interval
+        For a model trained with ``reliability=True``: also add ``layers["lower"]`` and ``layers["upper"]``, a
+        conformal interval at this level (one of the model's ``config.reliability["levels"]``, e.g. 0.9) around
+        each prediction, in the table's units: the gene's absolute residual quantile on the shapes held out from
+        the further model of training. It holds about that share of measured values where new shapes are
+        exchangeable with those held out (another section of the same kind); on a new patient or stain it may
+        hold fewer. Only for shapes of about the held-out shapes' area (within 2x): residuals grow with size.
+        Such a model's tables always carry ``var["expected_pcc"]``, ``var["expected_partial_pcc"]`` and
+        ``var["no_expected_skill"]`` (the held-out PCC is not above ``2 / sqrt(n_shapes)``).
     progress
         Show a progress bar; ``None``: ``pixnet.settings.progress``.
     copy
@@ -161,6 +172,7 @@ def predict(
         uncertainty,
         resolve_kwargs,
         table_memory_limit,
+        interval,
     )
     with StoreTransaction(sdata, request.names, overwrite) if write else contextlib.nullcontext() as transaction:
         if request.reuse_map:
@@ -175,6 +187,7 @@ def predict(
         tables = {}
         for name, resolved in request.inputs.shapes.items():
             params = {"map": request.map_name, "agg": "sum", "tile_size": tile_size, "halo": request.halo}
+            params |= {"interval": interval} if interval is not None else {}
             table = _shape_table(
                 sdata, request, resolved, dense, factor, {**params, "dtype": dtype}, transaction, progress
             )
@@ -210,6 +223,7 @@ class _Request:
     std_name: str | None
     table_names: dict[str, str]
     table_memory_limit: int
+    interval: float | None
     fingerprint: str  # of the map this call makes (model, image, settings)
     reuse_map: bool = False  # the map exists, made the same way: only the tables are new
 
@@ -238,6 +252,7 @@ def _resolve_request(
     uncertainty,
     resolve_kwargs,
     table_memory_limit,
+    interval,
 ) -> _Request:
     """Step 1: the model, image and shapes, every check that can fail before a pixel is computed."""
     model = model or recall(sdata)
@@ -272,6 +287,8 @@ def _resolve_request(
         )
     if write and copy:
         raise ValueError("write=True writes into sdata; it cannot be combined with copy=True.")
+    if interval is not None:
+        check_interval(model, interval, inputs)
     request = _Request(
         model=model,
         inputs=inputs,
@@ -281,6 +298,7 @@ def _resolve_request(
         std_name=Keys.std_map(key_added) if uncertainty else None,
         table_names={name: Keys.table(key_added, name) for name in inputs.shapes},
         table_memory_limit=table_memory_limit,
+        interval=interval,
         fingerprint=map_fingerprint(model, map_settings(inputs.image, tile_size, halo, dtype)),
     )
     if not copy:
@@ -392,8 +410,11 @@ def _shape_table(sdata, request: _Request, resolved, dense, factor, params, tran
         values, *spread = (
             da.map_blocks(read_out, blocks, areas, part, chunks=chunks, dtype=np.float64) for part in parts
         )
-    layers = {Keys.STD: spread[0]} if spread else None
-    return shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers)
+    layers = {Keys.STD: spread[0]} if spread else {}
+    layers |= interval_layers(model, values, request.interval) if request.interval is not None else {}
+    table = shape_table(sdata, resolved, values, model.genes, uns, area_um2, inside, layers or None)
+    add_reliability(table, model)
+    return table
 
 
 def _read_out(normalization, counts: bool, n_models: int, sums: np.ndarray, area_um2, part: str) -> np.ndarray:

@@ -31,7 +31,7 @@ class Image2GeneConfig:
 
     Attributes
     ----------
-    genes, gene_selection, normalization, microns_per_pixel, encoder
+    genes, gene_selection, normalization, microns_per_pixel, encoder, reliability
         As for :class:`~pixnet.models.PixNetConfig`.
     patch_size
         Side, in working pixels, of the patch centred on each spot that the encoder sees.
@@ -79,6 +79,7 @@ class Image2GeneConfig:
     reference_area_px: float = 1.0
     method: str = "image2gene"
     training: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
 
 
 class Image2Gene(TrainedModel):

@@ -66,6 +66,10 @@ class PixNetConfig:
         in :attr:`normalization` before the log. ``"counts"``: the map holds each gene's expected counts per pixel
         and a last channel ``"other_genes"``, the expected counts of all genes it leaves out; a shape's prediction
         is computed from its sums as a measurement is from its counts (its composition, in the same units).
+    reliability
+        Empty, or (``pixnet.tl.train(reliability=True)``) how a model trained without part of the data did there:
+        ``split``, ``n_shapes``, ``shape_area_um2``, per gene ``pcc`` and ``partial_pcc``, and ``abs_residual``
+        quantiles at ``levels`` (see :func:`pixnet.tl.predict`'s ``interval``).
 
     Examples
     --------
@@ -100,6 +104,7 @@ class PixNetConfig:
     map_units: str = "normalized"
     method: str = "pixnet"
     training: dict = field(default_factory=dict)
+    reliability: dict = field(default_factory=dict)
 
 
 class PixNet(TrainedModel):

@@ -12,7 +12,13 @@ from spatialdata import SpatialData
 from ..constants import Keys
 from ..data.pairing import paired_values
 from ..data.tables import shape_keys
-from ..metrics import first_component_share, gene_metrics, summarize_metrics, uncertainty_calibration
+from ..metrics import (
+    first_component_share,
+    gene_metrics,
+    reliability_ranking,
+    summarize_metrics,
+    uncertainty_calibration,
+)
 from ..pp import Normalization, spot_totals
 
 logger = logging.getLogger(__name__)
@@ -91,7 +97,12 @@ def evaluate(
     ``pc1_share`` (the first principal component's share of the predictions' variance, genes standardised;
     see :func:`pixnet.metrics.first_component_share`), ``n_spots``, ``n_genes`` and ``n_constant``; where the
     predictions have ``layers["std"]`` (``pixnet.tl.predict(..., uncertainty=True)``), also ``coverage_50``,
-    ``coverage_90`` and ``error_std_spearman`` over all rows (see :func:`pixnet.metrics.uncertainty_calibration`).
+    ``coverage_90`` and ``error_std_spearman`` over all rows (see :func:`pixnet.metrics.uncertainty_calibration`);
+    where they have ``layers["lower"]`` and ``["upper"]`` (``predict(..., interval=0.9)``), ``interval_level``,
+    ``interval_coverage`` (the share of measured values inside, per gene, averaged over genes) and
+    ``interval_width`` (mean upper - lower), over all rows; where ``var`` has ``expected_pcc`` (a model trained
+    with ``reliability=True``), ``reliability_spearman``: the Spearman correlation over genes of the expected
+    and the actual PCC (see :func:`pixnet.metrics.reliability_ranking`).
     With ``per_gene=True``, one row per section and gene (see :func:`pixnet.metrics.gene_metrics`).
 
     Examples
@@ -127,6 +138,18 @@ def evaluate(
     if pair.std is not None:  # over all rows, also per section
         for key, value in uncertainty_calibration(pair.predicted, pair.measured, pair.std).items():
             summary[key] = value
+    if pair.interval is not None:  # over all rows, also per section
+        lower, upper = pair.interval
+        inside = (pair.measured >= lower) & (pair.measured <= upper)
+        summary["interval_level"] = pair.predicted_table.uns.get(Keys.UNS, {}).get("params", {}).get("interval", np.nan)
+        summary["interval_coverage"] = float(inside.mean(axis=0).mean())  # mean over genes of each one's coverage
+        summary["interval_width"] = float((upper - lower).mean())
+    if Keys.EXPECTED_PCC in pair.predicted_table.var:
+        expected = pair.predicted_table.var.loc[pair.genes, Keys.EXPECTED_PCC]
+        actual = per_gene_table.set_index("gene").groupby("section")["pcc"]
+        rankings = {name: reliability_ranking(expected, actual.get_group(name)) for name in groups}
+        rankings["mean"] = float(np.nanmean(list(rankings.values())))
+        summary["reliability_spearman"] = pd.Series(rankings).reindex(summary.index).to_numpy()
     logger.info("Evaluated %s against %s: %s", pair.predicted_name, pair.measured_name, summary.iloc[-1].to_dict())
     if key_added is not None:
         earlier = pair.predicted_table.uns.get(key_added, {}).get("params", {}).get("measured")

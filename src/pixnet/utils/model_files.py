@@ -180,7 +180,20 @@ _FIELDS = {
         f"a normalisation record: 'method' one of {NORMALIZATIONS}, 'target_sum' and 'reference_area_um2' > 0",
     ),
     "gene_selection": (dict, lambda v: True, "a gene selection record"),
+    "reliability": (
+        dict,
+        lambda v: not v or (_numbers(v.get("pcc"), none=True) and all(_numbers(q) for q in v.get("abs_residual", []))),
+        "empty, or a reliability record with per-gene 'pcc' and finite 'abs_residual' quantiles",
+    ),
 }
+
+
+def _numbers(values, none: bool = False) -> bool:
+    """A list of finite numbers (``None`` allowed with ``none``)."""
+    return isinstance(values, list) and all(
+        (none and x is None) or (isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x))
+        for x in values
+    )
 
 
 def _finite_triple(values) -> bool:

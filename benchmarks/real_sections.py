@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 import pixnet
+from pixnet.data.pairing import paired_values
 from pixnet.data.tables import measured_table
 from pixnet.datasets import her2st, stutility_mob
 
@@ -113,6 +114,7 @@ def train_method(method: str, train: list, genes: list[str], seed: int, args):
         n_models=args.n_models,
         pcc_weight=args.pcc_weight,
         image2gene_weight=args.image2gene_weight if method == "pixnet_i2g" else 0.0,
+        reliability=args.reliability,
         **args.recipes.get(method, {}),
     )
     if args.dihedral_average is not None:
@@ -140,6 +142,8 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
                 overwrite=True,
             )
             rows.append(_evaluated(test, method, spots, seed, time.perf_counter() - started, args))
+            if getattr(model.config, "reliability", None):
+                rows[-1].update(interval_coverages(test, f"{method}_{spots}", model.config.reliability))
             if args.plots is not None and method == args.methods[0] and seed == args.seeds[0]:
                 save_plots(test, spots, model, method, args.plots / f"{dataset}_{test_name}")
             if like is None:  # the baselines share the first model's genes, units and encoder
@@ -174,6 +178,18 @@ def _evaluated(test, method: str, spots: str, seed: int | None, seconds: float, 
     pcc = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]["pcc"].dropna()
     tail = {"pcc_min": pcc.min(), "neg": (pcc < 0).mean()}
     return {"method": method, "seed": seed, **summary.iloc[0], **tail, "seconds": seconds}
+
+
+def interval_coverages(test, predicted: str, record: dict, levels=(0.5, 0.9)) -> dict:
+    """The share of held-out measured values inside each level's conformal interval (mean over genes)."""
+    pair = paired_values(test, predicted)
+    out = {"reliability_seconds": record["seconds"]}
+    for level in levels:
+        half = np.asarray(record["abs_residual"][record["levels"].index(level)])[None, :]
+        inside = np.abs(pair.measured - pair.predicted) <= half
+        out[f"interval_coverage_{int(level * 100)}"] = float(inside.mean(axis=0).mean())
+        out[f"interval_width_{int(level * 100)}"] = float(2 * half.mean())
+    return out
 
 
 def measured_depth(test, spots: str, predicted: str):
@@ -241,6 +257,11 @@ def main() -> None:
     )
     parser.add_argument("--validation", choices=["region", "none"], default="none")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument(
+        "--reliability",
+        action="store_true",
+        help="train PixNet with reliability=True: per-gene expected PCC and conformal intervals, measured here",
+    )
     parser.add_argument(
         "--methods",
         nargs="*",
@@ -335,6 +356,15 @@ def report(runs: pd.DataFrame, learned: list[str]) -> None:
         print("\nensemble spread (layers['std']) on the held-out spots: the share of measured values inside the")
         print("predicted 50 % / 90 % intervals, and the mean over genes of Spearman(|error|, std) across spots")
         print(spread.to_string(index=False, float_format="{:.3f}".format))
+    trust = ["interval_coverage_50", "interval_coverage_90", "reliability_spearman", "interval_width_90"]
+    if set(trust) <= set(runs.columns) and runs[trust].notna().any().all():
+        trusted = runs.dropna(subset=trust)
+        print("\nreliability=True: conformal intervals from the held-out section of training (the share of measured")
+        print("values inside, mean over genes) and Spearman(expected, actual per-gene PCC); per fold, then per dataset")
+        per_fold = trusted.groupby(keys, sort=False)[trust].mean().reset_index()
+        print(per_fold.to_string(index=False, float_format="{:.3f}".format))
+        per_dataset = trusted.groupby(["dataset", "method"], sort=False)[trust].agg(["mean", "sem"])
+        print(per_dataset.to_string(float_format="{:.3f}".format))
 
 
 def paired(runs: pd.DataFrame, method: str, reference: str) -> str:

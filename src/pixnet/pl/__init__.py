@@ -3,8 +3,8 @@
 Every function returns its matplotlib figure or axes and writes the picture to ``save`` when given.
 """
 
-from ._metrics import pcc_distribution, scatter
+from ._metrics import pcc_distribution, reliability, scatter
 from ._spatial import dense_map, expression, uncertainty
 from ._training import training_curves
 
-__all__ = ["dense_map", "expression", "pcc_distribution", "scatter", "training_curves", "uncertainty"]
+__all__ = ["dense_map", "expression", "pcc_distribution", "reliability", "scatter", "training_curves", "uncertainty"]

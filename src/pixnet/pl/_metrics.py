@@ -1,4 +1,4 @@
-"""Plots of agreement: per-gene PCC distributions and predicted vs measured scatter."""
+"""Plots of agreement: per-gene PCC distributions, predicted vs measured scatter, expected vs actual PCC."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..data.pairing import paired_values
 from ..metrics import gene_metrics
 from ._utils import finish
 
-__all__ = ["pcc_distribution", "scatter"]
+__all__ = ["pcc_distribution", "reliability", "scatter"]
 
 
 def _per_gene(result: pd.DataFrame | ad.AnnData, key: str) -> pd.DataFrame:
@@ -144,5 +144,76 @@ def scatter(
     ax.set_ylabel(f"predicted ({units})")
     ax.set_title(f"{gene}: PCC {pcc:.3f}, {len(x)} spots")
     ax.legend(loc="upper left")
+    finish(ax.figure, save)
+    return ax
+
+
+def reliability(
+    table: ad.AnnData,
+    *,
+    key: str = Keys.EVALUATION,
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+) -> Axes:
+    """Each gene's expected PCC (held out at training), ranked, with its actual PCC where it was evaluated.
+
+    Bars: ``var["expected_pcc"]`` of a table predicted by a model trained with ``reliability=True``, genes
+    flagged ``no_expected_skill`` in grey. Where :func:`pixnet.tl.evaluate` annotated the table, dots show each
+    gene's actual PCC and the title their Spearman correlation with the expected ones.
+
+    Parameters
+    ----------
+    table
+        A predicted table with the reliability columns.
+    key
+        Where evaluate stored its results in the table's ``uns``.
+    ax
+        Axes to draw into.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The axes.
+
+    Examples
+    --------
+    With ``sdata`` as after predict's example, a model that also estimated its genes' reliability:
+
+    >>> import pixnet
+    >>> model = pixnet.tl.train(sdata, shapes="bins_8um", preset="paper", encoder_weights="random",
+    ...                         decoder_width=16, patch_size=64, epochs=1, reliability=True, progress=False)
+    >>> pixnet.tl.predict(sdata, shapes="bins_8um", model=model, key_added="reliable", progress=False)
+    >>> summary = pixnet.tl.evaluate(sdata, "reliable_synthetic_square_008um")
+    >>> ax = pixnet.pl.reliability(sdata["reliable_synthetic_square_008um"], save="reliability.png")
+    >>> ax.get_ylabel()
+    'PCC'
+
+    """
+    import matplotlib.pyplot as plt
+
+    if Keys.EXPECTED_PCC not in table.var:
+        raise ValueError(
+            f"The table has no var[{Keys.EXPECTED_PCC!r}]: predict with a model trained with reliability=True."
+        )
+    order = table.var[Keys.EXPECTED_PCC].astype(float).fillna(-np.inf).sort_values(ascending=False).index
+    expected = table.var.loc[order, Keys.EXPECTED_PCC].astype(float)
+    flagged = table.var.loc[order, Keys.NO_EXPECTED_SKILL].astype(bool).to_numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.12 * len(order) + 2), 3.2))
+    x = np.arange(len(order))
+    ax.bar(x, expected.fillna(0), color=np.where(flagged, "0.75", "tab:blue"), label="expected (held out in training)")
+    title = "expected PCC per gene; grey: no expected skill"
+    if key in table.uns:
+        actual = _per_gene(table, key).groupby("gene")["pcc"].mean().reindex(order)
+        ax.plot(x, actual.to_numpy(), "o", color="tab:orange", markersize=3, label="actual")
+        both = pd.concat([expected, actual], axis=1).dropna()
+        if len(both) >= 3:
+            title += f"\nSpearman(expected, actual) = {both.iloc[:, 0].corr(both.iloc[:, 1], method='spearman'):.2f}"
+        ax.legend(frameon=False, fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(x, order, rotation=90, fontsize=6 if len(order) > 30 else 8)
+    ax.set_ylabel("PCC")
+    ax.set_title(title, fontsize=9)
     finish(ax.figure, save)
     return ax

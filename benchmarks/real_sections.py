@@ -185,10 +185,12 @@ def interval_coverages(test, predicted: str, record: dict, levels=(0.5, 0.9)) ->
     pair = paired_values(test, predicted)
     out = {"reliability_seconds": record["seconds"]}
     for level in levels:
-        half = np.asarray(record["abs_residual"][record["levels"].index(level)])[None, :]
-        inside = np.abs(pair.measured - pair.predicted) <= half
+        index = record["levels"].index(level)
+        low, high = (np.asarray(record[k][index])[None, :] for k in ("residual_low", "residual_high"))
+        residual = pair.measured - pair.predicted
+        inside = (residual >= low) & (residual <= high)
         out[f"interval_coverage_{int(level * 100)}"] = float(inside.mean(axis=0).mean())
-        out[f"interval_width_{int(level * 100)}"] = float(2 * half.mean())
+        out[f"interval_width_{int(level * 100)}"] = float((high - low).mean())
     return out
 
 

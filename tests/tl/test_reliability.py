@@ -1,5 +1,7 @@
 """Per-gene reliability and conformal intervals from a further model trained without part of the data."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,19 +24,26 @@ def test_the_record_comes_from_the_held_out_quarter_and_survives_saving(reliable
     assert record["split"] == "the right-most 25% of the shapes"
     assert len(record["pcc"]) == len(record["partial_pcc"]) == len(reliable.genes)
     assert record["levels"] == list(INTERVAL_LEVELS)
-    widths = np.array(record["abs_residual"])
-    assert widths.shape == (len(INTERVAL_LEVELS), len(reliable.genes))
-    assert (np.diff(widths, axis=0) >= 0).all()  # a higher level is never narrower
+    low, high = np.array(record["residual_low"]), np.array(record["residual_high"])
+    assert low.shape == high.shape == (len(INTERVAL_LEVELS), len(reliable.genes))
+    assert (np.diff(high - low, axis=0) >= 0).all() and (low <= high).all()  # a higher level is never narrower
     reliable.save(tmp_path / "model")
     assert pixnet.models.PixNet.load(tmp_path / "model").config.reliability == record
+    config = tmp_path / "model" / "config.json"
+    stored = json.loads(config.read_text())
+    stored["config"]["reliability"]["residual_high"][0][0] = "wide"
+    config.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="field 'reliability' must be empty, or a reliability record"):
+        pixnet.models.PixNet.load(tmp_path / "model")
 
 
 def test_predict_adds_intervals_and_reliability_and_evaluate_measures_them(reliable, tiny_spots):
     predicted = pixnet.tl.predict(tiny_spots, shapes=SPOTS, model=reliable, interval=0.9, copy=True, progress=False)
     table = predicted.tables[f"pixnet_{SPOTS}"]
-    half = np.array(reliable.config.reliability["abs_residual"][INTERVAL_LEVELS.index(0.9)], np.float32)
-    np.testing.assert_allclose(table.layers["upper"] - table.X, np.broadcast_to(half, table.shape), atol=1e-5)
-    np.testing.assert_allclose(table.X - table.layers["lower"], np.broadcast_to(half, table.shape), atol=1e-5)
+    record = reliable.config.reliability
+    low, high = (np.array(record[k][INTERVAL_LEVELS.index(0.9)], np.float32) for k in ("residual_low", "residual_high"))
+    np.testing.assert_allclose(table.layers["upper"] - table.X, np.broadcast_to(high, table.shape), atol=1e-5)
+    np.testing.assert_allclose(table.layers["lower"] - table.X, np.broadcast_to(low, table.shape), atol=1e-5)
     expected = table.var["expected_pcc"].to_numpy()
     np.testing.assert_allclose(expected, np.array(reliable.config.reliability["pcc"], float))
     n = reliable.config.reliability["n_shapes"]
@@ -43,7 +52,7 @@ def test_predict_adds_intervals_and_reliability_and_evaluate_measures_them(relia
     summary = pixnet.tl.evaluate(None, table, tiny_spots.tables["synthetic_visium_table"], key_added=None)
     assert summary.loc["pooled", "interval_level"] == 0.9
     assert 0 <= summary.loc["pooled", "interval_coverage"] <= 1
-    assert summary.loc["pooled", "interval_width"] == pytest.approx(2 * half.mean(), rel=1e-4)
+    assert summary.loc["pooled", "interval_width"] == pytest.approx((high - low).mean(), rel=1e-4)
     per_gene = pixnet.tl.evaluate(None, table, tiny_spots.tables["synthetic_visium_table"], per_gene=True)
     actual = per_gene.set_index("gene")["pcc"]
     assert summary.loc["pooled", "reliability_spearman"] == pytest.approx(

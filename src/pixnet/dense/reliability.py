@@ -15,14 +15,14 @@ AREA_TOLERANCE = 2.0
 def check_interval(model, interval: float, inputs: ResolvedInputs) -> None:
     """Refuse an interval the model cannot give: no reliability record, another level, shapes of another size."""
     record = getattr(model.config, "reliability", None) or {}
-    if not record.get("abs_residual"):
+    if not record.get("residual_high"):
         raise ValueError(
             "interval= needs a model trained with reliability=True (its residuals on held-out tissue calibrate "
             "the intervals); this model has none."
         )
     if interval not in record["levels"]:
         raise ValueError(f"interval must be one of the model's calibrated levels {record['levels']}, got {interval!r}.")
-    if len(record["abs_residual"][0]) != len(model.genes):
+    if len(record["residual_high"][0]) != len(model.genes) or len(record["residual_low"][0]) != len(model.genes):
         raise ValueError("The model's reliability record does not have one residual quantile per gene.")
     calibrated = record["shape_area_um2"]
     mpp2 = inputs.image.microns_per_pixel**2
@@ -41,10 +41,11 @@ def check_interval(model, interval: float, inputs: ResolvedInputs) -> None:
 
 
 def interval_layers(model, values, interval: float) -> dict:
-    """``lower`` and ``upper``: the prediction minus and plus each gene's residual quantile at ``interval``."""
+    """``lower`` and ``upper``: the prediction plus each gene's low and high residual quantiles at ``interval``."""
     record = model.config.reliability
-    half_width = np.asarray(record["abs_residual"][record["levels"].index(interval)], np.float64)[None, :]
-    return {Keys.LOWER: values - half_width, Keys.UPPER: values + half_width}
+    level = record["levels"].index(interval)
+    low, high = (np.asarray(record[k][level], np.float64)[None, :] for k in ("residual_low", "residual_high"))
+    return {Keys.LOWER: values + low, Keys.UPPER: values + high}
 
 
 def add_reliability(table: ad.AnnData, model) -> None:

@@ -68,8 +68,8 @@ class PixNetConfig:
         is computed from its sums as a measurement is from its counts (its composition, in the same units).
     reliability
         Empty, or (``pixnet.tl.train(reliability=True)``) how a model trained without part of the data did there:
-        ``split``, ``n_shapes``, ``shape_area_um2``, per gene ``pcc`` and ``partial_pcc``, and ``abs_residual``
-        quantiles at ``levels`` (see :func:`pixnet.tl.predict`'s ``interval``).
+        ``split``, ``n_shapes``, ``shape_area_um2``, per gene ``pcc`` and ``partial_pcc``, and ``residual_low`` /
+        ``residual_high`` quantiles at ``levels`` (see :func:`pixnet.tl.predict`'s ``interval``).
 
     Examples
     --------

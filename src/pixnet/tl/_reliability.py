@@ -79,9 +79,12 @@ def estimate_reliability(
 
     ``train_further(objects, image=, shapes=, table=, section_names=)`` trains it (the caller fixes the genes and
     settings). Returns the record :attr:`PixNetConfig.reliability` stores: the split, per gene (in the model's
-    gene order) ``pcc`` and ``partial_pcc`` on the held-out shapes, and ``abs_residual`` quantiles at
-    :data:`INTERVAL_LEVELS` (the conformal ``ceil((n + 1) level) / n`` order statistic, in the model's units),
-    the held-out shapes' median area and the seconds it took.
+    gene order) ``pcc`` and ``partial_pcc`` on the held-out shapes; for each of :data:`INTERVAL_LEVELS` the
+    equal-tailed conformal quantiles of the residuals (measured - predicted, in the model's units):
+    ``residual_low`` and ``residual_high``, the order statistics ``floor((n + 1)(1 - level) / 2)`` and
+    ``ceil((n + 1)(1 + level) / 2)`` of ``n``; the held-out shapes' median area and the seconds it took. The
+    residuals are skewed (a sparse gene's zeros lie far below its prediction), so the intervals are not
+    symmetric.
     """
     from ..dense.predict import predict  # the read-out of the further model's map
 
@@ -114,9 +117,10 @@ def estimate_reliability(
     pair = paired_values(None, next(iter(predicted.tables.values())), held.tables[shape_set.table_name])
     depth = np.log1p(spot_totals(pair.measured_table))
     per_gene = gene_metrics(pair.predicted, pair.measured, pair.genes, depth=depth).set_index("gene")
-    residual = np.sort(np.abs(pair.measured - pair.predicted), axis=0)
+    residual = np.sort(pair.measured - pair.predicted, axis=0)
     n = len(residual)
-    ranks = [min(n, int(np.ceil((n + 1) * level))) - 1 for level in INTERVAL_LEVELS]
+    low = [max(1, int(np.floor((n + 1) * (1 - level) / 2))) - 1 for level in INTERVAL_LEVELS]
+    high = [min(n, int(np.ceil((n + 1) * (1 + level) / 2))) - 1 for level in INTERVAL_LEVELS]
     area = predicted.tables[next(iter(predicted.tables))].obs["area_um2"].to_numpy()
     record = {
         "split": split,
@@ -125,7 +129,8 @@ def estimate_reliability(
         "pcc": _listed(per_gene.loc[model.genes, "pcc"]),
         "partial_pcc": _listed(per_gene.loc[model.genes, "partial_pcc"]),
         "levels": list(INTERVAL_LEVELS),
-        "abs_residual": [residual[r, :].tolist() for r in ranks],
+        "residual_low": [residual[r, :].tolist() for r in low],
+        "residual_high": [residual[r, :].tolist() for r in high],
         "seconds": round(time.perf_counter() - started, 1),
     }
     logger.info(

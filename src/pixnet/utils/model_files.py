@@ -182,8 +182,14 @@ _FIELDS = {
     "gene_selection": (dict, lambda v: True, "a gene selection record"),
     "reliability": (
         dict,
-        lambda v: not v or (_numbers(v.get("pcc"), none=True) and all(_numbers(q) for q in v.get("abs_residual", []))),
-        "empty, or a reliability record with per-gene 'pcc' and finite 'abs_residual' quantiles",
+        lambda v: (
+            not v
+            or (
+                _numbers(v.get("pcc"), none=True)
+                and all(_numbers(q) for k in ("residual_low", "residual_high") for q in v.get(k, []))
+            )
+        ),
+        "empty, or a reliability record with per-gene 'pcc' and finite residual quantiles",
     ),
 }
 

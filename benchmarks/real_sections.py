@@ -166,6 +166,12 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
     results = "; ".join(
         f"{r['method']}{'' if r['seed'] is None else ' seed ' + str(r['seed'])} PCC@M {r['pcc_m']:.3f} "
         f"partial {r['partial_pcc_m']:.3f} PC1 {r['pc1_share']:.2f}"
+        + (
+            f" intervals 50/90 hold {r['interval_coverage_50']:.2f}/{r['interval_coverage_90']:.2f}, expected PCC "
+            f"Spearman {r['reliability_spearman']:.2f}"
+            if "interval_coverage_50" in r
+            else ""
+        )
         for r in rows
     )
     print(f"[{dataset} {test_name}] {results}", flush=True)

@@ -58,13 +58,15 @@ def test_a_visium_space_ranger_folder_goes_through_train_predict_evaluate(tmp_pa
         tmp_path / "visium", size_um=800, n_genes=12, seed=4, space_ranger=1, fullres_image=False
     )
     model, store = tmp_path / "model", tmp_path / "visium.zarr"
-    assert main(["train", str(folder), "--out", str(model), "-q", *TINY, "--microns-per-pixel", "2"]) == 0
+    train = ["train", str(folder), "--out", str(model), "-q", *TINY, "--microns-per-pixel", "2", "--reliability"]
+    assert main(train) == 0
     assert "Trained PixNet(6 genes, 2 µm/px" in capsys.readouterr().out
-    assert main(["predict", str(folder), "--model", str(model), "--shapes", "visium", "--out", str(store), "-q"]) == 0
+    predict = ["predict", str(folder), "--model", str(model), "--shapes", "visium", "--out", str(store), "-q"]
+    assert main([*predict, "--interval", "0.9"]) == 0
     assert "pixnet_visium" in capsys.readouterr().out
     assert main(["evaluate", str(store), "--predicted", "pixnet_visium"]) == 0
     summary = capsys.readouterr().out
-    assert "pcc_m" in summary and "nan" not in summary.split("\n")[1]
+    assert "pcc_m" in summary and "nan" not in summary.split("\n")[1] and "interval_coverage" in summary
 
 
 def test_image2gene_from_the_command_line(hd_folder, tmp_path, capsys):

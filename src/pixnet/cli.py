@@ -71,6 +71,7 @@ def _train(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.quiet,
         resolve_kwargs=_resolve_kwargs(args),
+        reliability=args.reliability,
         **{name: getattr(args, name) for name in _train_option_names() if hasattr(args, name)},
     )
     model.save(args.out, overwrite=args.overwrite)
@@ -125,6 +126,7 @@ def _predict(args: argparse.Namespace) -> None:
             dtype=args.dtype,
             overwrite=args.overwrite,
             write=True,
+            interval=args.interval,
             progress=not args.quiet,
             resolve_kwargs=_resolve_kwargs(args),
         )
@@ -261,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     train.add_argument("--checkpoint-dir", type=Path, help="write a checkpoint after every epoch into this folder")
     train.add_argument("--resume", type=Path, help="continue the run checkpointed in this folder")
+    train.add_argument(
+        "--reliability",
+        action="store_true",
+        help="also estimate each gene's expected PCC and calibrate intervals on a held-out section (about half "
+        "a training more)",
+    )
     train.set_defaults(func=_train)
 
     predict = commands.add_parser(
@@ -284,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="map dtype")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     predict.add_argument("--overwrite", action="store_true", help="replace elements of the same names")
+    predict.add_argument(
+        "--interval",
+        type=float,
+        help="add layers lower/upper: a conformal interval at this level, e.g. 0.9 (a model trained with "
+        "--reliability)",
+    )
     predict.set_defaults(func=_predict)
 
     evaluate = commands.add_parser(

@@ -53,14 +53,18 @@ def held_out_split(
 
 
 def _subset(sdata: SpatialData, inputs, keep: dict[str, np.ndarray], side: bool) -> SpatialData:
-    """The image, and the shapes (and their tables' rows) on ``side`` of the split."""
-    shapes, tables = {}, {}
+    """``sdata`` with the split shapes (and their tables' rows) on ``side`` of the split; the rest as it is.
+
+    Its other elements and attrs stay: they tell the image's pixel size (e.g. the reader that made it).
+    """
+    shapes, tables = dict(sdata.shapes), dict(sdata.tables)
     for name, resolved in inputs.shapes.items():
         chosen = keep[name] == side
         shapes[name] = sdata.shapes[name][chosen]
         rows = chosen[resolved.shape_positions]
         tables[resolved.table_name] = sdata.tables[resolved.table_name][rows].copy()
-    return SpatialData(images={inputs.image.name: sdata.images[inputs.image.name]}, shapes=shapes, tables=tables)
+    elements = {"images": dict(sdata.images), "labels": dict(sdata.labels), "points": dict(sdata.points)}
+    return SpatialData(**elements, shapes=shapes, tables=tables, attrs=dict(sdata.attrs))
 
 
 def estimate_reliability(

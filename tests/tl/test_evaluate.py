@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import spatialdata
 from spatialdata.models import TableModel
 
 import pixnet
@@ -128,9 +129,13 @@ def test_a_second_evaluation_against_another_table_says_it_replaced_the_first(ca
         pixnet.tl.evaluate(None, predicted, measured, normalization="none")  # the same table again: silent
         assert "Replaced" not in caplog.text
         pixnet.tl.evaluate(None, predicted, measured[:20].copy(), normalization="none")
-    assert f"Replaced the evaluation against {described} in uns['pixnet_evaluation']" in caplog.text
-    pixnet.tl.evaluate(None, predicted, measured, normalization="none", key_added="against_all")
-    assert {"pixnet_evaluation", "against_all"} <= set(predicted.uns)
+    assert f"the evaluation against {described} moved to uns['pixnet_evaluation_earlier']" in caplog.text
+    assert predicted.uns["pixnet_evaluation_earlier"]["params"]["measured"] == described
+    assert predicted.uns["pixnet_evaluation"]["summary"]["n_spots"].iloc[0] == 20
+    sdata = spatialdata.SpatialData(tables={"counts": measured, "subset": measured[:20].copy()})
+    pixnet.tl.evaluate(sdata, predicted, "counts", normalization="none")  # named tables keep their names
+    pixnet.tl.evaluate(sdata, predicted, "subset", normalization="none")
+    assert predicted.uns["pixnet_evaluation_vs_counts"]["params"]["measured"] == "counts"
 
 
 def test_evaluate_refuses_what_it_cannot_compare():

@@ -122,9 +122,10 @@ def predict(
         For a model trained with ``reliability=True``: also add ``layers["lower"]`` and ``layers["upper"]``, a
         conformal interval at this level (one of the model's ``config.reliability["levels"]``, e.g. 0.9) around
         each prediction, in the table's units: the prediction plus the gene's low and high residual quantiles
-        (measured - predicted, equal-tailed) on the shapes held out from the further model of training. It holds about that share of measured values where new shapes are
-        exchangeable with those held out (another section of the same kind); on a new patient or stain it may
-        hold fewer. Only for shapes of about the held-out shapes' area (within 2x): residuals grow with size.
+        (measured - predicted, equal-tailed) on the shapes held out from the further model of training. It
+        holds about that share of measured values where new shapes are exchangeable with those held out
+        (another section of the same kind); on a new patient or stain it may hold fewer. Only for shapes of
+        about the held-out shapes' area (within 2x): residuals grow with size.
         Such a model's tables always carry ``var["expected_pcc"]``, ``var["expected_partial_pcc"]`` and
         ``var["no_expected_skill"]`` (the held-out PCC is not above ``2 / sqrt(n_shapes)``).
     progress

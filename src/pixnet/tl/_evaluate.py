@@ -81,7 +81,8 @@ def evaluate(
     normalization
         Units of the predictions, overriding the predicted table's record (``"none"``: compare as they are).
     key_added
-        Store ``{"summary", "per_gene", "params"}`` in ``predicted.uns[key_added]``; ``None`` stores nothing.
+        Store ``{"summary", "per_gene", "params"}`` in ``predicted.uns[key_added]``; ``None`` stores nothing. An
+        earlier evaluation there against another measured table moves to ``uns[f"{key_added}_vs_{its table}"]``.
     per_gene
         Return the per-gene table instead of the summary.
 
@@ -152,13 +153,17 @@ def evaluate(
         summary["reliability_spearman"] = pd.Series(rankings).reindex(summary.index).to_numpy()
     logger.info("Evaluated %s against %s: %s", pair.predicted_name, pair.measured_name, summary.iloc[-1].to_dict())
     if key_added is not None:
-        earlier = pair.predicted_table.uns.get(key_added, {}).get("params", {}).get("measured")
-        if earlier is not None and earlier != pair.measured_name:
+        uns = pair.predicted_table.uns
+        earlier = uns.get(key_added, {}).get("params", {}).get("measured")
+        if earlier is not None and earlier != pair.measured_name:  # a comparison with another table: keep it apart
+            kept = f"{key_added}_vs_{earlier}" if earlier.isidentifier() else f"{key_added}_earlier"
+            uns[kept] = uns.pop(key_added)
             logger.warning(
-                "Replaced the evaluation against %s in uns[%r] by this one against %s; pass key_added= to keep both.",
-                earlier,
+                "uns[%r] is now against %s; the evaluation against %s moved to uns[%r].",
                 key_added,
                 pair.measured_name,
+                earlier,
+                kept,
             )
         pair.predicted_table.uns[key_added] = {
             "summary": summary,

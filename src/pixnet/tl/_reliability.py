@@ -118,18 +118,18 @@ def estimate_reliability(
         progress=False,
         resolve_kwargs=resolve_kwargs,
     )
-    pair = paired_values(None, next(iter(predicted.tables.values())), held.tables[shape_set.table_name])
+    predicted_table = next(iter(predicted.tables.values()))
+    pair = paired_values(None, predicted_table, held.tables[shape_set.table_name])
     depth = np.log1p(spot_totals(pair.measured_table))
     per_gene = gene_metrics(pair.predicted, pair.measured, pair.genes, depth=depth).set_index("gene")
     residual = np.sort(pair.measured - pair.predicted, axis=0)
     n = len(residual)
     low = [max(1, int(np.floor((n + 1) * (1 - level) / 2))) - 1 for level in INTERVAL_LEVELS]
     high = [min(n, int(np.ceil((n + 1) * (1 + level) / 2))) - 1 for level in INTERVAL_LEVELS]
-    area = predicted.tables[next(iter(predicted.tables))].obs["area_um2"].to_numpy()
     record = {
         "split": split,
         "n_shapes": int(n),
-        "shape_area_um2": float(np.median(area)),
+        "shape_area_um2": float(np.median(predicted_table.obs["area_um2"])),
         "pcc": _listed(per_gene.loc[model.genes, "pcc"]),
         "partial_pcc": _listed(per_gene.loc[model.genes, "partial_pcc"]),
         "levels": list(INTERVAL_LEVELS),

@@ -53,8 +53,7 @@ def add_reliability(table: ad.AnnData, model) -> None:
     record = getattr(model.config, "reliability", None) or {}
     if not record.get("pcc"):
         return
-    pcc = np.array([np.nan if v is None else v for v in record["pcc"]], np.float64)
-    partial = np.array([np.nan if v is None else v for v in record["partial_pcc"]], np.float64)
+    pcc, partial = (np.array(record[k], np.float64) for k in ("pcc", "partial_pcc"))  # None (constant gene): NaN
     table.var[Keys.EXPECTED_PCC] = pcc
     table.var[Keys.EXPECTED_PARTIAL_PCC] = partial
     # a correlation over n shapes is not distinguishable from 0 below about 2 / sqrt(n)

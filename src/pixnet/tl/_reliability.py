@@ -4,8 +4,9 @@ A user predicting a new slide has no measurement to check the map against. :func
 answers "which genes can I believe, and how far off can a spot be?" from tissue the model did not see: one
 further model (a single member, the final model's genes and settings) is trained without one section (or, with
 one section, without its right-most quarter), predicts the shapes held out, and each gene's PCC, partial PCC
-given depth and absolute residuals there are recorded. The final model is still trained on everything; the
-estimate describes a model trained on a little less, so it errs on the cautious side.
+given depth and residual quantiles there are recorded. The final model is still trained on everything. The
+estimate holds for new tissue as far as the held-out section stands for it (docs: Prediction and training at
+scale, for where it did and did not).
 """
 
 from __future__ import annotations

@@ -372,13 +372,6 @@ def fit(
     patch_size = model.config.patch_size
     groups = {name: i for i, name in enumerate(sorted({s.name for sec in sections for s in sec.shape_sets}))}
     network = place_network(model, config, device)
-    tracker = EpochTracker(model, None, config, checkpoint_dir, resume, progress, device)
-    rng = tracker.rng
-    if not tracker.resumed:
-        network.set_initial_density(initial_density(model, sections))
-    schedule = learning_rate_schedule(config)
-    moments = gene_moments(training_targets(sections)) if auxiliary else None
-    count_means = training_count_means(model, sections) if config.loss == "poisson" else None
     cache = None
     # a slice of a whole section's pyramid equals the patch's own only for a convolutional (local) encoder
     local = getattr(network.encoder, "local", True)
@@ -387,7 +380,15 @@ def fit(
     if cacheable and patch_size % ALIGN == 0 and fits_cache(network.encoder, sections, len(variants)):
         for section in sections:
             section.image = pad_image(section.image, patch_size)
+        # before the training bar opens: a bar nested in another prints a line per update in a notebook's text
         cache = PyramidCache(network, sections, variants, device, progress)
+    tracker = EpochTracker(model, None, config, checkpoint_dir, resume, progress, device)
+    rng = tracker.rng
+    if not tracker.resumed:
+        network.set_initial_density(initial_density(model, sections))
+    schedule = learning_rate_schedule(config)
+    moments = gene_moments(training_targets(sections)) if auxiliary else None
+    count_means = training_count_means(model, sections) if config.loss == "poisson" else None
     align = ALIGN if cache is not None else 1
     validation = sample_patches(
         sections, patch_size, validation=True, rng=np.random.default_rng(config.seed + 1), align=align

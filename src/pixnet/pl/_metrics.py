@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 
 from ..constants import Keys
 from ..data.pairing import paired_values
-from ..metrics import gene_metrics
+from ..metrics import gene_metrics, reliability_ranking
 from ._utils import finish
 
 __all__ = ["pcc_distribution", "reliability", "scatter"]
@@ -207,9 +207,9 @@ def reliability(
     if key in table.uns:
         actual = _per_gene(table, key).groupby("gene")["pcc"].mean().reindex(order)
         ax.plot(x, actual.to_numpy(), "o", color="tab:orange", markersize=3, label="actual")
-        both = pd.concat([expected, actual], axis=1).dropna()
-        if len(both) >= 3:
-            title += f"\nSpearman(expected, actual) = {both.iloc[:, 0].corr(both.iloc[:, 1], method='spearman'):.2f}"
+        ranking = reliability_ranking(expected, actual)
+        if np.isfinite(ranking):
+            title += f"\nSpearman(expected, actual) = {ranking:.2f}"
         ax.legend(frameon=False, fontsize=8)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_xticks(x, order, rotation=90, fontsize=6 if len(order) > 30 else 8)

@@ -144,6 +144,8 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
             rows.append(_evaluated(test, method, spots, seed, time.perf_counter() - started, args))
             if getattr(model.config, "reliability", None):
                 rows[-1].update(interval_coverages(test, f"{method}_{spots}", model.config.reliability))
+            if getattr(model.config, "map_units_choice", None):
+                rows[-1].update(map_units_chosen(model.config.map_units_choice))
             if args.plots is not None and method == args.methods[0] and seed == args.seeds[0]:
                 save_plots(test, spots, model, method, args.plots / f"{dataset}_{test_name}")
             if like is None:  # the baselines share the first model's genes, units and encoder
@@ -166,6 +168,7 @@ def run_fold(dataset: str, train: list, test, test_name: str, args) -> list[dict
     results = "; ".join(
         f"{r['method']}{'' if r['seed'] is None else ' seed ' + str(r['seed'])} PCC@M {r['pcc_m']:.3f} "
         f"partial {r['partial_pcc_m']:.3f} PC1 {r['pc1_share']:.2f}"
+        + (f" ({r['map_units']} map)" if isinstance(r.get("map_units"), str) else "")
         + (
             f" intervals 50/90 hold {r['interval_coverage_50']:.2f}/{r['interval_coverage_90']:.2f}, expected PCC "
             f"Spearman {r['reliability_spearman']:.2f}"
@@ -184,6 +187,16 @@ def _evaluated(test, method: str, spots: str, seed: int | None, seconds: float, 
     pcc = test[f"{method}_{spots}"].uns["pixnet_evaluation"]["per_gene"]["pcc"].dropna()
     tail = {"pcc_min": pcc.min(), "neg": (pcc < 0).mean()}
     return {"method": method, "seed": seed, **summary.iloc[0], **tail, "seconds": seconds}
+
+
+def map_units_chosen(record: dict) -> dict:
+    """The units ``map_units="auto"`` chose, each one's held-out mean partial PCC and the seconds it took."""
+    units = [u for u in record if isinstance(record[u], dict)]
+    return {
+        "map_units": record["chosen"],
+        **{f"held_out_partial_{u}": record[u]["partial_pcc"] for u in units},
+        "choice_seconds": sum(record[u]["seconds"] for u in units),
+    }
 
 
 def interval_coverages(test, predicted: str, record: dict, levels=(0.5, 0.9)) -> dict:

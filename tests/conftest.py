@@ -59,6 +59,7 @@ TINY_ENSEMBLE = {
     "encoder_weights": "random",
     "decoder_width": 16,
     "n_top_genes": 4,
+    "map_units": "normalized",  # the preset's "auto" trains two more models (tests/models/test_map_units.py)
     "progress": False,
 }
 

@@ -9,7 +9,7 @@ from conftest import TINY_TRAINING
 
 import pixnet
 from pixnet.metrics import reliability_ranking
-from pixnet.tl._reliability import INTERVAL_LEVELS, held_out_split
+from pixnet.models.held_out import INTERVAL_LEVELS, held_out_split
 
 SPOTS = "synthetic_visium_spots"
 

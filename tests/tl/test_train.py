@@ -178,7 +178,7 @@ def test_training_too_short_to_learn_says_so():
 def test_training_shows_one_progress_bar_and_logs_epochs_at_info(capsys, caplog):
     sdata = pixnet.datasets.synthetic_spots("visium", size_um=300, n_genes=6)
     with caplog.at_level(logging.INFO, logger="pixnet"):
-        pixnet.tl.train(sdata, epochs=2, n_models=2, n_top_genes=4, progress=True)
+        pixnet.tl.train(sdata, epochs=2, n_models=2, n_top_genes=4, map_units="normalized", progress=True)
     bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "training" in line]
     assert bars and all("/4 [" in line for line in bars)  # one bar over 2 members x 2 epochs
     assert "loss=" in bars[-1] and "pcc=" in bars[-1]

@@ -25,6 +25,7 @@ from ..training.presets import PRESETS, TrainingPreset, resolve_preset
 from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
 from ..utils.registry import remember
 from ..utils.settings import settings
+from .held_out import HeldOutFit, held_out_fit
 from .params import MethodParams
 
 logger = logging.getLogger(__name__)
@@ -92,25 +93,10 @@ class TrainedModel:
         if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
             raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file; checkpoints need a folder.")
         normalization = normalization if isinstance(normalization, Normalization) else Normalization(normalization)
-        given = params or cls.params_class()
-        resolved = None
-        if preset == "auto":  # the recipe follows the training shapes: bins of a few µm need a fine map
-            # at the fine recipe's resolution: bins keep it, so only spots are resolved a second time
-            provisional = given.microns_per_pixel or PRESETS["cpu_fine"].microns_per_pixel
-            objects, resolved = resolve_sections(sdata, image, shapes, table, provisional, resolve_kwargs)
-            recipe = resolve_preset(preset, device, finest_shape_um=finest_shapes_um(resolved))
-        else:
-            recipe = resolve_preset(preset, device)
-        chosen = plan or TrainingPlan()
-        plan = chosen.resolved(cls.plan_defaults, recipe)
-        plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
-        params = cls._resolve_params(given, recipe, plan)
-        if resolved is None or params.microns_per_pixel != provisional:
-            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
-        image_mpp = max(r.image.microns_per_pixel for r in resolved)  # the coarsest of the sections' finest levels
-        if params.microns_per_pixel * MAX_UPSAMPLING < image_mpp:
-            params = cls._at_image_resolution(given, params, image_mpp, recipe, plan)
-            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        given, chosen = params or cls.params_class(), plan or TrainingPlan()
+        recipe, plan, params, objects, resolved = cls.resolve_options(
+            sdata, image, shapes, table, given, chosen, preset, device, resolve_kwargs
+        )
         check_patch_fits(resolved, params.patch_size, params.microns_per_pixel)
         names = name_sections(resolved, section_names)
         gene_record = select_genes(
@@ -135,8 +121,24 @@ class TrainedModel:
             "patch_size": int(params.patch_size),
             "encoder": EncoderConfig(params.encoder).to_dict(),
         }
+
+        def train_held_out(options: dict) -> HeldOutFit:
+            """A single model with ``options`` on top, trained without part of the data and measured there."""
+            single = {"n_models": 1} if "n_models" in params.field_names() else {}
+            variant = dataclasses.replace(params, **options, **single)
+            further = {"params": variant, "plan": chosen, "preset": recipe, "genes": gene_record["genes"]}
+            common = {"normalization": normalization, "seed": seed, "device": device, "progress": progress}
+
+            def train_further(subset, **elements):
+                return cls.train(subset, **elements, **further, **common, resolve_kwargs=resolve_kwargs)
+
+            return held_out_fit(train_further, objects, resolved, names, seed, resolve_kwargs)
+
+        params, decided = cls._decide_on_held_out(params, train_held_out)
         torch.manual_seed(seed)
         model = cls.build(cls._config(params, shared), params.encoder_weights)
+        for field_name, value in decided.items():
+            setattr(model.config, field_name, value)
         for r in resolved:  # a map coarser than the training shapes cannot fit them
             check_map_resolves(r.shapes, r.image.microns_per_pixel, model.microns_per_pixel, model.map_detail_um, 3)
         options = {**plan.to_dict(), **params.to_dict(), "preset": recipe.name, "seed": seed, "device": device}
@@ -153,9 +155,57 @@ class TrainedModel:
         return model
 
     @classmethod
+    def resolve_options(
+        cls,
+        sdata: SpatialData | Sequence[SpatialData],
+        image,
+        shapes,
+        table,
+        given: MethodParams,
+        chosen: TrainingPlan,
+        preset: str | TrainingPreset,
+        device: str | None,
+        resolve_kwargs: dict | None,
+    ) -> tuple[TrainingPreset, TrainingPlan, MethodParams, list[SpatialData], list]:
+        """The recipe, plan and params :meth:`train` uses for these sections, and the sections resolved for them.
+
+        ``"auto"`` follows the training shapes (bins of a few µm need a fine map); the working resolution
+        follows an image coarser than the recipe's.
+        """
+        resolved = None
+        if preset == "auto":
+            # at the fine recipe's resolution: bins keep it, so only spots are resolved a second time
+            provisional = given.microns_per_pixel or PRESETS["cpu_fine"].microns_per_pixel
+            objects, resolved = resolve_sections(sdata, image, shapes, table, provisional, resolve_kwargs)
+            recipe = resolve_preset(preset, device, finest_shape_um=finest_shapes_um(resolved))
+        else:
+            recipe = resolve_preset(preset, device)
+        plan = chosen.resolved(cls.plan_defaults, recipe)
+        plan = dataclasses.replace(plan, average_epochs=min(plan.average_epochs, plan.epochs))
+        params = cls._resolve_params(given, recipe, plan)
+        if resolved is None or params.microns_per_pixel != provisional:
+            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        image_mpp = max(r.image.microns_per_pixel for r in resolved)  # the coarsest of the sections' finest levels
+        if params.microns_per_pixel * MAX_UPSAMPLING < image_mpp:
+            params = cls._at_image_resolution(given, params, image_mpp, recipe, plan)
+            objects, resolved = resolve_sections(sdata, image, shapes, table, params.microns_per_pixel, resolve_kwargs)
+        return recipe, plan, params, objects, resolved
+
+    @classmethod
     def _resolve_params(cls, params: MethodParams, preset: TrainingPreset, plan: TrainingPlan) -> MethodParams:
         """``params`` completed from ``preset`` and checked against the resolved ``plan``."""
         return params.resolved(preset)
+
+    @classmethod
+    def _decide_on_held_out(
+        cls, params: MethodParams, train_held_out: Callable[[dict], HeldOutFit]
+    ) -> tuple[MethodParams, dict]:
+        """Settings left to be chosen on held-out tissue, and config fields that record the choice.
+
+        ``train_held_out(options)`` trains a single model with ``options`` without part of the training data and
+        returns how it did there (:func:`pixnet.models.held_out.held_out_fit`). Nothing to decide by default.
+        """
+        return params, {}
 
     @classmethod
     def _at_image_resolution(cls, given, params, image_mpp: float, preset, plan):
@@ -166,7 +216,7 @@ class TrainedModel:
                 f"than the image ({image_mpp:.3g} µm/px): it is upsampled, which adds cost but no detail. Leave "
                 "microns_per_pixel unset to work at the image's resolution.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             return params
         patch_um = params.patch_size * params.microns_per_pixel

@@ -77,6 +77,9 @@ class PixNetParams(MethodParams):
         ``"normalized"`` (the paper): the map sums to each shape's normalised value. ``"counts"``: the map holds
         expected counts of each gene and of the genes it leaves out (an ``"other_genes"`` channel), and a shape's
         prediction is normalised from its sums as measured counts are (see :class:`~pixnet.models.PixNetConfig`).
+        ``"auto"`` (the ``"cpu"`` preset's): the one whose single model does better on held-out training tissue
+        (see :meth:`~pixnet.models.PixNet.train`; about 1.4x the training time, and the model gets its
+        ``reliability`` from it).
     loss
         The fit term: ``"mse"`` on log targets (the paper's) or ``"poisson"`` deviance of the counts.
     pcc_weight
@@ -105,7 +108,7 @@ class PixNetParams(MethodParams):
     n_models: int | None = None
     dihedral_average: bool | None = None
     pixel_skip: int | None = None
-    map_units: Literal["normalized", "counts"] | None = None
+    map_units: Literal["normalized", "counts", "auto"] | None = None
     loss: Literal["mse", "poisson"] | None = None
     pcc_weight: float | None = None
     pcc_given_depth: bool | None = None

@@ -155,7 +155,9 @@ def train(
         one section, without the right-most quarter of its shapes) and measured where it was held out. The
         model stores each gene's expected PCC and partial PCC given depth and the residual quantiles that
         ``pixnet.tl.predict(interval=...)`` turns into intervals (``model.config.reliability``). Costs about half
-        of a two-member training more (one member, on less data).
+        of a two-member training more (one member, on less data). A model whose map units were chosen on held-out
+        tissue (``map_units="auto"``, the ``"cpu"`` preset's) has it already, at no further cost, whatever this
+        says.
     **options
         Any option of ``method_params`` or ``plan`` by name (``patch_size=64``, ``learning_rate=1e-3``): a
         shorthand for the mappings.
@@ -200,7 +202,7 @@ def train(
         progress=progress,
         resolve_kwargs=resolve_kwargs,
     )
-    if not reliability:
+    if not reliability or model.config.reliability:  # the held-out model that chose the map's units gave it
         return model
 
     def train_further(objects, **names):

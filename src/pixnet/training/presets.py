@@ -55,7 +55,8 @@ class TrainingPreset:
     pixel_skip
         Channels of the full-resolution decoder stage's skip feature from the input pixels (0: none).
     map_units
-        ``"normalized"`` or ``"counts"`` (see :class:`~pixnet.models.PixNetConfig`).
+        ``"normalized"``, ``"counts"`` (see :class:`~pixnet.models.PixNetConfig`) or ``"auto"``: the one whose
+        single model does better on held-out training tissue (see :class:`~pixnet.models.PixNetParams`).
 
     Examples
     --------
@@ -115,6 +116,8 @@ PRESETS = {
         learning_rate=1e-3,
         pcc_weight=1.0,
         n_models=2,
+        # neither map wins on every tissue (docs/evaluation.md): counts on the olfactory bulb, normalised on breast
+        map_units="auto",
     ),
     # Visium HD bins and cells (benchmarks/visium_hd_recipe.py; docs/training.md): the map must resolve 2 µm, so
     # 1 µm/px to full resolution, with the pixels themselves as the last stage's skip feature (the encoder's

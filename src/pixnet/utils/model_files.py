@@ -180,6 +180,11 @@ _FIELDS = {
         f"a normalisation record: 'method' one of {NORMALIZATIONS}, 'target_sum' and 'reference_area_um2' > 0",
     ),
     "gene_selection": (dict, lambda v: True, "a gene selection record"),
+    "map_units_choice": (
+        dict,
+        lambda v: not v or v.get("chosen") in ("normalized", "counts"),
+        "empty, or a record of the map units chosen on held-out tissue ('chosen': 'normalized' or 'counts')",
+    ),
     "reliability": (
         dict,
         lambda v: (

@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reliability",
         action="store_true",
         help="also estimate each gene's expected PCC and calibrate intervals on a held-out section (about half "
-        "a training more)",
+        "a training more; a model whose --map-units were chosen on held-out tissue, the cpu preset's auto, has "
+        "them already)",
     )
     train.set_defaults(func=_train)
 

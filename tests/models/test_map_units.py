@@ -52,3 +52,13 @@ def test_the_cpu_preset_chooses_unless_the_options_train_one_units_only():
     assert PixNet._resolve_params(PixNetParams(loss="poisson"), PRESETS["cpu"], plan).map_units == "normalized"
     with pytest.raises(ValueError, match="map_units='auto' trains \\(or may train\\) the composition"):
         PixNet._resolve_params(PixNetParams(loss="poisson", map_units="auto"), PRESETS["cpu"], plan)
+
+
+def test_when_no_tissue_can_be_held_out_the_map_is_normalised_with_a_warning():
+    def cannot_hold_out(options):
+        raise ValueError("no training shapes lie wholly inside a patch")
+
+    with pytest.warns(UserWarning, match="could not train on part of the data .* no training shapes"):
+        params, decided = PixNet._decide_on_held_out(PixNetParams(map_units="auto"), cannot_hold_out)
+    assert params.map_units == "normalized" and decided == {}
+    assert PixNet._decide_on_held_out(PixNetParams(map_units="counts"), cannot_hold_out)[0].map_units == "counts"

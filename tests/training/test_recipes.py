@@ -100,9 +100,10 @@ def test_frozen_encoder_runs_once_per_section_and_variant(spots):
 
 
 def test_cpu_recipe_fits_the_training_spots(spots):
-    # the preset as it is (frozen ImageNet EfficientNet-Lite0), only shorter, read out through the dense map;
-    # held-out sections are the benchmark's job (benchmarks/real_sections.py)
-    settings = {"batch_size": 4, "n_top_genes": 8, "validation": None, "progress": False}
+    # the preset as it is (frozen ImageNet EfficientNet-Lite0), only shorter, read out through the dense map, in
+    # one of the units its "auto" chooses from (the choice: tests/models/test_map_units.py); held-out sections are
+    # the benchmark's job (benchmarks/real_sections.py)
+    settings = {"batch_size": 4, "n_top_genes": 8, "validation": None, "map_units": "normalized", "progress": False}
     scores = {}
     for epochs in (0, 10):
         model = pixnet.tl.train(spots, epochs=epochs, **settings)

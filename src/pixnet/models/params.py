@@ -74,12 +74,15 @@ class PixNetParams(MethodParams):
         With ``output_stride`` 1, channels of a skip feature computed from the input pixels for the
         full-resolution decoder stage (0: none, the paper); the encoder's finest level has stride 2.
     map_units
-        ``"normalized"`` (the paper): the map sums to each shape's normalised value. ``"counts"``: the map holds
-        expected counts of each gene and of the genes it leaves out (an ``"other_genes"`` channel), and a shape's
-        prediction is normalised from its sums as measured counts are (see :class:`~pixnet.models.PixNetConfig`).
-        ``"auto"`` (the ``"cpu"`` preset's): the one whose single model does better on held-out training tissue
-        (see :meth:`~pixnet.models.PixNet.train`; about 1.4x the training time, and the model gets its
-        ``reliability`` from it).
+        What the map holds: ``"normalized"`` (the paper), ``"counts"`` or ``"auto"`` (whichever does better on
+        tissue held out from training). ``"normalized"``: the map sums to each shape's normalised value.
+        ``"counts"``: the map holds expected counts of each gene and of the genes it leaves out (an
+        ``"other_genes"`` channel), and a shape's prediction is normalised from its sums as measured counts are
+        (see :class:`~pixnet.models.PixNetConfig`). ``"auto"`` (the ``"cpu"`` preset's): a single model of each is
+        trained without one training section (or the right-most quarter of a single one), and the units whose
+        held-out mean partial PCC given depth is higher are chosen (a tie: ``"normalized"``); the chosen model's
+        held-out results become the model's ``reliability`` (recorded in ``config.map_units_choice``; the cost
+        and what it chose on real sections: docs, Evaluation).
     loss
         The fit term: ``"mse"`` on log targets (the paper's) or ``"poisson"`` deviance of the counts.
     pcc_weight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -210,7 +211,16 @@ class PixNet(TrainedModel):
         """
         if params.map_units != "auto":
             return params, {}
-        fits = {units: train_held_out({"map_units": units}) for units in MAP_UNITS}
+        try:
+            fits = {units: train_held_out({"map_units": units}) for units in MAP_UNITS}
+        except ValueError as error:  # e.g. the shapes left after holding out a quarter do not fit a patch
+            warnings.warn(
+                f"map_units='auto' could not train on part of the data and measure the rest ({error}); the map "
+                "holds normalised values. Pass map_units='normalized' or 'counts' to choose yourself.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return replace(params, map_units="normalized"), {}
         chosen = max(MAP_UNITS, key=lambda units: fits[units].mean("partial_pcc"))  # max keeps the first of a tie
         record = {
             "chosen": chosen,

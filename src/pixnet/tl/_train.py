@@ -174,6 +174,8 @@ def train(
     >>> model = pixnet.tl.train(sdata, epochs=1, n_top_genes=8, progress=False)
     >>> model.config.n_models, model.microns_per_pixel, len(model.genes)  # the "cpu" preset: two decoders, 4 µm/px
     (2, 4.0, 8)
+    >>> model.config.map_units_choice["split"]  # its map units were chosen on tissue held out from training
+    'the right-most 25% of the shapes'
     >>> model = pixnet.tl.train(sdata, method="image2gene", epochs=1, n_top_genes=8, method_params={"k": 5},
     ...                         plan={"batch_size": 32}, progress=False)
     >>> model.config.k, model.config.training["batch_size"]

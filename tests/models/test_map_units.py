@@ -58,7 +58,7 @@ def test_when_no_tissue_can_be_held_out_the_map_is_normalised_with_a_warning():
     def cannot_hold_out(options):
         raise ValueError("no training shapes lie wholly inside a patch")
 
-    with pytest.warns(UserWarning, match="could not train on part of the data .* no training shapes"):
+    with pytest.warns(UserWarning, match="could not train on part of the data .*no training shapes"):
         params, decided = PixNet._decide_on_held_out(PixNetParams(map_units="auto"), cannot_hold_out)
     assert params.map_units == "normalized" and decided == {}
     assert PixNet._decide_on_held_out(PixNetParams(map_units="counts"), cannot_hold_out)[0].map_units == "counts"

@@ -88,6 +88,15 @@ class HeldOutFit:
     seconds
         Training and measuring.
 
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from pixnet.models.held_out import HeldOutFit
+    >>> per_gene = pd.DataFrame({"pcc": [0.5, 0.1], "partial_pcc": [0.3, np.nan]}, index=["A", "B"])
+    >>> fit = HeldOutFit("section 'S1'", per_gene, np.zeros((10, 2)), shape_area_um2=2376.0, seconds=1.0)
+    >>> round(fit.mean("pcc"), 3), fit.mean("partial_pcc")  # a constant gene's NaN is left out
+    (0.3, 0.3)
+
     """
 
     split: str
@@ -114,6 +123,21 @@ def held_out_fit(
     ``train_further(objects, image=, shapes=, table=, section_names=)`` trains it (the caller fixes the genes and
     settings); ``resolved`` are the objects' resolved inputs (:func:`pixnet.data.training_sections.resolve_sections`).
     The held-out shape set with the most measured shapes is measured (one size: residuals grow with it).
+
+    Examples
+    --------
+    >>> import pixnet
+    >>> from pixnet.data.training_sections import resolve_sections
+    >>> from pixnet.models.held_out import held_out_fit
+    >>> sdata = pixnet.datasets.synthetic_spots("visium", size_um=600, n_genes=12, seed=5)
+    >>> objects, resolved = resolve_sections(sdata, None, None, None, 1.0, None)
+    >>> def train_further(subset, **elements):  # a tiny model; the caller fixes genes and settings
+    ...     return pixnet.tl.train(subset, **elements, preset="paper", encoder_weights="random", genes=["SYN000",
+    ...                            "SYN001"], decoder_width=8, patch_size=96, epochs=1, progress=False)
+    >>> fit = held_out_fit(train_further, objects, resolved, None, seed=0, resolve_kwargs=None)
+    >>> fit.split, list(fit.per_gene.index), fit.residuals.shape[1]
+    ('the right-most 25% of the shapes', ['SYN000', 'SYN001'], 2)
+
     """
     started = time.perf_counter()
     training, region_train, held, held_index, split = held_out_split(objects, resolved, section_names, seed)
@@ -160,10 +184,26 @@ def reliability_record(fit: HeldOutFit) -> dict:
     ``residual_high``, the order statistics ``floor((n + 1)(1 - level) / 2)`` and ``ceil((n + 1)(1 + level) / 2)``
     of ``n``; the held-out shapes' median area and the seconds it took. The residuals are skewed (a sparse gene's
     zeros lie far below its prediction), so the intervals are not symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from pixnet.models.held_out import HeldOutFit, reliability_record
+    >>> residuals = np.sort(np.random.default_rng(0).normal(size=(99, 2)), axis=0)
+    >>> per_gene = pd.DataFrame({"pcc": [0.5, 0.1], "partial_pcc": [0.3, 0.0]}, index=["A", "B"])
+    >>> record = reliability_record(HeldOutFit("section 'S1'", per_gene, residuals, 2376.0, 1.0))
+    >>> record["levels"], record["n_shapes"]
+    ([0.5, 0.8, 0.9, 0.95], 99)
+    >>> record["residual_low"][2] == residuals[4].tolist()  # 90 %: the 5th of 99 from below, the 95th above
+    True
+    >>> record["residual_high"][2] == residuals[94].tolist()
+    True
+
     """
     residual, n = fit.residuals, len(fit.residuals)
-    low = [max(1, int(np.floor((n + 1) * (1 - level) / 2))) - 1 for level in INTERVAL_LEVELS]
-    high = [min(n, int(np.ceil((n + 1) * (1 + level) / 2))) - 1 for level in INTERVAL_LEVELS]
+    # (1 - 0.9) is 0.0999...: without the tolerance, floor(100 x 0.1 / 2) would be the 4th, not the 5th
+    low = [max(1, int(np.floor((n + 1) * (1 - level) / 2 + 1e-9))) - 1 for level in INTERVAL_LEVELS]
+    high = [min(n, int(np.ceil((n + 1) * (1 + level) / 2 - 1e-9))) - 1 for level in INTERVAL_LEVELS]
     record = {
         "split": fit.split,
         "n_shapes": int(n),

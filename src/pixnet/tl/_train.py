@@ -156,8 +156,8 @@ def train(
         model stores each gene's expected PCC and partial PCC given depth and the residual quantiles that
         ``pixnet.tl.predict(interval=...)`` turns into intervals (``model.config.reliability``). Costs about half
         of a two-member training more (one member, on less data). A model whose map units were chosen on held-out
-        tissue (``map_units="auto"``, the ``"cpu"`` preset's) has it already, at no further cost, whatever this
-        says.
+        tissue (``map_units="auto"``, the ``"cpu"`` preset's) has it already, from the held-out model of the
+        chosen units: no further model is trained.
     **options
         Any option of ``method_params`` or ``plan`` by name (``patch_size=64``, ``learning_rate=1e-3``): a
         shorthand for the mappings.

@@ -25,7 +25,7 @@ from ..training.presets import PRESETS, TrainingPreset, resolve_preset
 from ..utils.model_files import CONFIG, WEIGHTS, check_shapes, load_tensors, meta_state_shapes, read_record, save_folder
 from ..utils.registry import remember
 from ..utils.settings import settings
-from .held_out import HeldOutFit, held_out_fit
+from .held_out import HeldOutFit, held_out_fit, reliability_record
 from .params import MethodParams
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class TrainedModel:
         resume: str | Path | None = None,
         progress: bool | None = None,
         resolve_kwargs: dict | None = None,
+        reliability: bool = False,
     ):
         """Train a model of this class; :func:`pixnet.tl.train` (``method=``) describes every argument.
 
@@ -135,6 +136,8 @@ class TrainedModel:
             return held_out_fit(train_further, objects, resolved, names, seed, resolve_kwargs)
 
         params, decided = cls._decide_on_held_out(params, train_held_out)
+        if reliability and "reliability" not in decided:  # a choice made on held-out tissue measured it already
+            decided["reliability"] = reliability_record(train_held_out({}))
         torch.manual_seed(seed)
         model = cls.build(cls._config(params, shared), params.encoder_weights)
         for field_name, value in decided.items():

@@ -1,8 +1,9 @@
 """A further model trained without part of the training data, measured where it was held out.
 
 Two decisions of training rest on tissue the model did not see: which units the map learns (``map_units="auto"``,
-:meth:`pixnet.models.PixNet.choose_map_units`) and how far a gene's predictions can be trusted
-(``pixnet.tl.train(reliability=True)``: per-gene PCC and conformal residual quantiles). Both hold out one
+see :class:`~pixnet.models.PixNetParams`) and how far a gene's predictions can be trusted
+(``pixnet.tl.train(reliability=True)``: per-gene PCC and conformal residual quantiles). Both are made in
+:meth:`pixnet.models.PixNet.train`, before the final model is trained on everything. Both hold out one
 training section (chosen by the seed), or with one section the right-most quarter of its shapes, train a single
 model on the rest with the final model's genes and settings, and predict the held-out shapes with
 :func:`pixnet.tl.predict`, as a new slide would be.

@@ -13,8 +13,6 @@ from ..models.pixnet import PixNet
 from ..pp import Normalization
 from ..training.plan import TrainingPlan
 from ..training.presets import TrainingPreset
-from ..utils.registry import remember
-from ._reliability import estimate_reliability
 
 __all__ = ["METHODS", "train"]
 
@@ -203,27 +201,6 @@ def train(
         resume=resume,
         progress=progress,
         resolve_kwargs=resolve_kwargs,
+        reliability=reliability,
     )
-    if not reliability or model.config.reliability:  # the held-out model that chose the map's units gave it
-        return model
-
-    def train_further(objects, **names):
-        single = params.merged({"n_models": 1}) if "n_models" in params.field_names() else params
-        further = {"params": single, "plan": plan, "preset": preset, "genes": model.genes, "seed": seed}
-        common = {"normalization": model.normalization, "device": device, "progress": progress}
-        return model_class.train(objects, **names, **further, **common, resolve_kwargs=resolve_kwargs)
-
-    model.config.reliability = estimate_reliability(
-        model,
-        train_further,
-        sdata,
-        image=image,
-        shapes=shapes,
-        table=table,
-        section_names=section_names,
-        seed=seed,
-        resolve_kwargs=resolve_kwargs,
-    )
-    for sdata_object in [sdata] if isinstance(sdata, SpatialData) else sdata:
-        remember(sdata_object, model)  # the further model was recorded for the objects it trained on
     return model
